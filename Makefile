@@ -1,0 +1,35 @@
+# samjax: every target makes (or reuses) a virtual environment in .venv, so a fresh machine needs only Python 3.11+.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Core install (JAX, Flax, optax, orbax, grain ...): enough for the demo, inference and training.
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything the test suite needs: the official segment-anything + CPU torch for parity tests, pytest.
+$(VENV)/.full: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[torch,dev]"
+	touch $@ $(VENV)/.core
+
+## demo: the main job on its embedded default (ViT-B, random weights converted from an official-format state dict).
+demo: $(VENV)/.core
+	$(BIN)/python -m samjax.demo --out out/demo
+
+## test: the whole CPU test suite (parity with the official implementation included).
+test: $(VENV)/.full
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: the suite without the real-size architectures.
+test-fast: $(VENV)/.full
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,126 @@
+"""Layers shared by the three SAM modules (official: segment_anything/modeling/common.py).
+
+Every parameter is created through `nn.with_logical_partitioning` with names from `samjax.sharding`, so a
+mesh can shard it later. Parameters are float32; `dtype` is the compute dtype. Layout is NHWC throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+f32 = jnp.float32
+
+
+def partitioned(init: Callable, axes: Sequence[str | None]) -> Callable:
+    return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def gelu(x):
+    """torch.nn.GELU(): the exact (erf) form, not the tanh approximation."""
+    return nn.gelu(x, approximate=False)
+
+
+def dense(features: int, axes: tuple[str | None, str | None], *, name: str | None = None, dtype: Dtype,
+          use_bias: bool = True) -> nn.Dense:
+    """A Linear layer; `axes` names (input features, output features). `name`: None inside `setup`."""
+    return nn.Dense(
+        features, use_bias=use_bias, dtype=dtype, param_dtype=f32, name=name,
+        kernel_init=partitioned(nn.initializers.xavier_uniform(), axes),
+        bias_init=partitioned(nn.initializers.zeros_init(), axes[1:]),
+    )
+
+
+def conv(features: int, kernel: int, *, stride: int = 1, padding: int = 0, axes: tuple[str | None, str | None],
+         name: str | None = None, dtype: Dtype, use_bias: bool = True) -> nn.Conv:
+    """A square Conv2d; `axes` names (input channels, output channels). Kernel layout (kh, kw, in, out)."""
+    return nn.Conv(
+        features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias, dtype=dtype, param_dtype=f32, name=name,
+        kernel_init=partitioned(nn.initializers.lecun_normal(), ("conv_h", "conv_w", *axes)),
+        bias_init=partitioned(nn.initializers.zeros_init(), axes[1:]),
+    )
+
+
+def layer_norm(axis_name: str, *, eps: float, name: str | None = None, dtype: Dtype) -> nn.LayerNorm:
+    """torch.nn.LayerNorm over the last axis (also LayerNorm2d in NHWC). Two-pass variance, as torch."""
+    return nn.LayerNorm(
+        epsilon=eps, dtype=dtype, param_dtype=f32, use_fast_variance=False, name=name,
+        scale_init=partitioned(nn.initializers.ones_init(), (axis_name,)),
+        bias_init=partitioned(nn.initializers.zeros_init(), (axis_name,)),
+    )
+
+
+class Embedding(nn.Module):
+    """nn.Embedding used as a table of learned tokens: returns the whole (num, dim) table."""
+
+    num: int
+    dim: int
+    dtype: Dtype = f32
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        table = self.param("embedding", partitioned(nn.initializers.normal(1.0), ("tokens", "prompt_embed")),
+                           (self.num, self.dim), f32)
+        return table.astype(self.dtype)
+
+
+class ConvTranspose2x2(nn.Module):
+    """ConvTranspose2d(kernel_size=2, stride=2): each input pixel writes its own 2x2 output block.
+
+    kernel: (2, 2, in, out); official weight (in, out, 2, 2). x: (B, H, W, in) -> (B, 2H, 2W, out).
+    """
+
+    features: int
+    axes: tuple[str | None, str | None]
+    dtype: Dtype = f32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", partitioned(nn.initializers.lecun_normal(in_axis=2, out_axis=3),
+                                                  ("conv_h", "conv_w", *self.axes)),
+                            (2, 2, x.shape[-1], self.features), f32)
+        bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
+        b, h, w, _ = x.shape
+        y = jnp.einsum("bhwi,acio->bhawco", x.astype(self.dtype), kernel.astype(self.dtype))
+        return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+
+
+class MLPBlock(nn.Module):
+    """lin1 -> act -> lin2 (official MLPBlock). `axes` names (model width, hidden width)."""
+
+    embedding_dim: int
+    mlp_dim: int
+    axes: tuple[str, str]
+    act: Callable = gelu
+    dtype: Dtype = f32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = dense(self.mlp_dim, self.axes, name="lin1", dtype=self.dtype)(x)
+        x = self.act(x)
+        return dense(self.embedding_dim, self.axes[::-1], name="lin2", dtype=self.dtype)(x)
+
+
+class MLP(nn.Module):
+    """The decoder's small MLPs (official mask_decoder.MLP): `num_layers` Linear layers, ReLU between."""
+
+    hidden_dim: int
+    output_dim: int
+    num_layers: int
+    sigmoid_output: bool = False
+    dtype: Dtype = f32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i in range(self.num_layers):
+            last = i == self.num_layers - 1
+            axes = ("prompt_embed" if i == 0 else "prompt_mlp", "prompt_embed" if last else "prompt_mlp")
+            x = dense(self.output_dim if last else self.hidden_dim, axes, name=f"layers_{i}", dtype=self.dtype)(x)
+            if not last:
+                x = nn.relu(x)
+        return nn.sigmoid(x) if self.sigmoid_output else x

@@ -1,0 +1,154 @@
+"""ImageEncoderViT: the MAE-style ViT with windowed attention and decomposed relative positions.
+
+Official: segment_anything/modeling/image_encoder.py. Submodule and parameter names follow its state_dict
+(`blocks.3.attn.rel_pos_h` <-> `blocks_3/attn/rel_pos_h`), so `samjax.convert` is a key table plus transposes.
+
+Shapes (official ViT-B at 1024): image (B, 1024, 1024, 3) normalised float -> patches (B, 64, 64, 768)
+-> blocks -> neck -> image embedding (B, 64, 64, 256).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samjax.models.common import MLPBlock, conv, dense, gelu, layer_norm, partitioned
+from samjax.models.config import SamConfig
+
+f32 = jnp.float32
+_BHWC = ("activation_batch", "activation_height", "activation_width", "activation_embed")
+
+
+def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nH * nW, window, window, C), zero-padding H and W up to multiples of `window`."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // window, window, wp // window, window, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(windows: jax.Array, window: int, pad_hw: tuple[int, int], hw: tuple[int, int]) -> jax.Array:
+    """Inverse of `window_partition`, dropping the padding: -> (B, H, W, C)."""
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.reshape(b, hp // window, wp // window, window, window, -1).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, hp, wp, -1)[:, :h, :w, :]
+
+
+def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
+    """Index into a (2 * max(q, k) - 1)-row table for each (query, key) pair: (q_size, k_size) int32."""
+    q = np.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k = np.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    return ((q - k) + (k_size - 1) * max(q_size / k_size, 1.0)).astype(np.int32)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid with optional decomposed relative-position bias."""
+
+    dim: int
+    num_heads: int
+    qkv_bias: bool
+    use_rel_pos: bool
+    input_size: tuple[int, int]
+    dtype: jnp.dtype = f32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        nh, hd = self.num_heads, c // self.num_heads
+        qkv = dense(3 * c, ("embed", "qkv"), name="qkv", use_bias=self.qkv_bias, dtype=self.dtype)(x)
+        qkv = qkv.reshape(b, h * w, 3, nh, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, L, nh, hd)
+        logits = jnp.einsum("bqnd,bknd->bnqk", q * (hd ** -0.5), k)  # (B, nh, L, L)
+        if self.use_rel_pos:
+            rows_h, rows_w = 2 * self.input_size[0] - 1, 2 * self.input_size[1] - 1
+            rel_pos_h = self.param("rel_pos_h", partitioned(nn.initializers.zeros_init(), ("rel_pos", "head_dim")),
+                                   (rows_h, hd), f32)
+            rel_pos_w = self.param("rel_pos_w", partitioned(nn.initializers.zeros_init(), ("rel_pos", "head_dim")),
+                                   (rows_w, hd), f32)
+            if rows_h != 2 * h - 1 or rows_w != 2 * w - 1:
+                raise ValueError(f"attention input {h}x{w} does not match its relative-position tables "
+                                 f"({rows_h}, {rows_w} rows), built for {self.input_size}")
+            r_h = rel_pos_h.astype(self.dtype)[rel_pos_index(h, h)]  # (H, H, hd)
+            r_w = rel_pos_w.astype(self.dtype)[rel_pos_index(w, w)]  # (W, W, hd)
+            r_q = q.reshape(b, h, w, nh, hd)  # unscaled q, as the official code
+            rel_h = jnp.einsum("bhwnc,hkc->bnhwk", r_q, r_h)
+            rel_w = jnp.einsum("bhwnc,wkc->bnhwk", r_q, r_w)
+            logits = logits.reshape(b, nh, h, w, h, w) + rel_h[..., :, None] + rel_w[..., None, :]
+            logits = logits.reshape(b, nh, h * w, h * w)
+        attn = jax.nn.softmax(logits.astype(f32), axis=-1).astype(self.dtype)
+        out = jnp.einsum("bnqk,bknd->bqnd", attn, v).reshape(b, h, w, c)
+        return dense(c, ("heads", "embed"), name="proj", dtype=self.dtype)(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; windowed attention when `window_size > 0`, else global."""
+
+    config: SamConfig
+    window_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg, dt = self.config, self.config.jnp_dtype
+        shortcut = x
+        x = layer_norm("embed", eps=1e-6, name="norm1", dtype=dt)(x)
+        h, w = x.shape[1], x.shape[2]
+        if self.window_size > 0:
+            x, pad_hw = window_partition(x, self.window_size)
+        size = (self.window_size, self.window_size) if self.window_size > 0 else (cfg.grid_size, cfg.grid_size)
+        x = Attention(cfg.encoder_embed_dim, cfg.encoder_num_heads, cfg.encoder_qkv_bias, cfg.encoder_use_rel_pos,
+                      size, dtype=dt, name="attn")(x)
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        x = shortcut + x
+        y = layer_norm("embed", eps=1e-6, name="norm2", dtype=dt)(x)
+        x = x + MLPBlock(cfg.encoder_embed_dim, int(cfg.encoder_embed_dim * cfg.encoder_mlp_ratio),
+                         ("embed", "mlp"), act=gelu, dtype=dt, name="mlp")(y)
+        return nn.with_logical_constraint(x, _BHWC)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection: (B, S, S, 3) -> (B, S/p, S/p, embed)."""
+
+    config: SamConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        return conv(cfg.encoder_embed_dim, cfg.patch_size, stride=cfg.patch_size, axes=("in_channels", "embed"),
+                    name="proj", dtype=cfg.jnp_dtype)(x)
+
+
+class ImageEncoderViT(nn.Module):
+    """images (B, S, S, in_chans) normalised -> image embeddings (B, S/p, S/p, prompt_embed_dim)."""
+
+    config: SamConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg, dt = self.config, self.config.jnp_dtype
+        if x.shape[1:] != (cfg.image_size, cfg.image_size, cfg.in_chans):
+            raise ValueError(f"ImageEncoderViT expects (B, {cfg.image_size}, {cfg.image_size}, {cfg.in_chans}) "
+                             f"images, got {tuple(x.shape)}")
+        x = PatchEmbed(cfg, name="patch_embed")(x.astype(dt))
+        if cfg.encoder_use_abs_pos:
+            g = cfg.grid_size
+            pos = self.param("pos_embed", partitioned(nn.initializers.zeros_init(), (None, "pos_h", "pos_w", "embed")),
+                             (1, g, g, cfg.encoder_embed_dim), f32)
+            x = x + pos.astype(dt)
+        x = nn.with_logical_constraint(x, _BHWC)
+        global_idx = set(cfg.encoder_global_attn_indexes)
+        for i in range(cfg.encoder_depth):
+            x = Block(cfg, 0 if i in global_idx else cfg.window_size, name=f"blocks_{i}")(x)
+        # neck: 1x1 conv -> LN2d -> 3x3 conv -> LN2d, no biases.
+        c = cfg.prompt_embed_dim
+        x = conv(c, 1, axes=("embed", "neck"), use_bias=False, name="neck_0", dtype=dt)(x)
+        x = layer_norm("neck", eps=1e-6, name="neck_1", dtype=dt)(x)
+        x = conv(c, 3, padding=1, axes=("neck", "neck"), use_bias=False, name="neck_2", dtype=dt)(x)
+        return layer_norm("neck", eps=1e-6, name="neck_3", dtype=dt)(x)

@@ -1,0 +1,61 @@
+"""MaskDecoder: IoU token + mask tokens through the TwoWayTransformer, hypernetwork MLPs, IoU head.
+
+Official: segment_anything/modeling/mask_decoder.py. Output token 0 is the single-mask output, tokens 1..3
+the multimask outputs (whole / part / subpart).
+
+Shapes: image_embeddings (B|1, g, g, C), image_pe (1, g, g, C), sparse (B, N, C), dense (B, g, g, C)
+-> masks (B, M, 4g, 4g) low-res logits, iou_pred (B, M), with M = 3 (multimask) or 1.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from samjax.models.common import MLP, ConvTranspose2x2, Embedding, gelu, layer_norm
+from samjax.models.config import SamConfig
+from samjax.models.transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    config: SamConfig
+
+    @nn.compact
+    def predict_masks(self, image_embeddings: jax.Array, image_pe: jax.Array, sparse: jax.Array, dense: jax.Array,
+                      token_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask)."""
+        cfg, dt = self.config, self.config.jnp_dtype
+        c, n_masks = cfg.prompt_embed_dim, cfg.num_mask_tokens
+        b = sparse.shape[0]
+        output_tokens = jnp.concatenate([Embedding(1, c, dt, name="iou_token")(),
+                                         Embedding(n_masks, c, dt, name="mask_tokens")()], axis=0)
+        tokens = jnp.concatenate([jnp.broadcast_to(output_tokens, (b, *output_tokens.shape)), sparse.astype(dt)], 1)
+        if token_mask is not None:
+            token_mask = jnp.concatenate([jnp.ones((b, 1 + n_masks), bool), token_mask], axis=1)
+        src = image_embeddings.astype(dt) + dense.astype(dt)  # per-prompt copy of the image embedding
+        src = jnp.broadcast_to(src, (b, *src.shape[1:]))
+        pos_src = jnp.broadcast_to(image_pe.astype(dt), src.shape)
+        _, g, _, _ = src.shape
+
+        hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1:1 + n_masks, :]
+
+        # output_upscaling: 0 ConvT, 1 LN2d, 2 GELU, 3 ConvT, 4 GELU  (official nn.Sequential indices)
+        x = src.reshape(b, g, g, c)
+        x = ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0")(x)
+        x = gelu(layer_norm("mask_channels", eps=1e-6, name="output_upscaling_1", dtype=dt)(x))
+        x = gelu(ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3")(x))
+
+        hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(mask_tokens_out[:, i])
+                              for i in range(n_masks)], axis=1)  # (B, M, C/8)
+        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x)
+        iou_pred = MLP(cfg.iou_head_hidden_dim, n_masks, cfg.iou_head_depth, dtype=dt,
+                       name="iou_prediction_head")(iou_token_out)
+        return masks, iou_pred
+
+    def __call__(self, image_embeddings, image_pe, sparse, dense, token_mask=None, multimask_output: bool = True):
+        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou_pred[:, sl]

@@ -1,0 +1,83 @@
+"""Sam: image encoder + prompt encoder + mask decoder, and the functions that build its parameters.
+
+Official: segment_anything/modeling/sam.py. Use as a pure function:
+
+    model = Sam(config)
+    params = init_params(config, jax.random.key(0))         # plain nested dict of float32 arrays
+    emb = model.apply({"params": params}, images, method=Sam.embed_images)        # (B, g, g, C)
+    masks, iou = model.apply({"params": params}, emb, coords, labels, method=Sam.decode)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from samjax.models.config import SamConfig
+from samjax.models.image_encoder import ImageEncoderViT
+from samjax.models.mask_decoder import MaskDecoder
+from samjax.models.prompt_encoder import IGNORE, PromptEncoder
+
+
+class Sam(nn.Module):
+    config: SamConfig
+
+    def setup(self):
+        self.image_encoder = ImageEncoderViT(self.config)
+        self.prompt_encoder = PromptEncoder(self.config)
+        self.mask_decoder = MaskDecoder(self.config)
+
+    def __call__(self, images, coords, labels, masks=None, mask_valid=None, multimask_output: bool = True):
+        return self.decode(self.embed_images(images), coords, labels, masks, mask_valid, multimask_output)
+
+    def embed_images(self, images: jax.Array) -> jax.Array:
+        """Normalised, padded images (B, S, S, 3) -> image embeddings (B, g, g, C)."""
+        return self.image_encoder(images)
+
+    def get_dense_pe(self) -> jax.Array:
+        return self.prompt_encoder.get_dense_pe()
+
+    def decode(self, image_embeddings: jax.Array, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
+               mask_valid: jax.Array | None = None, multimask_output: bool = True, all_outputs: bool = False):
+        """Prompts -> low-res mask logits (B, M, 4g, 4g) and predicted IoU (B, M).
+
+        image_embeddings (B|1, g, g, C); coords (B, N, 2) in the resized frame; labels (B, N) (see
+        prompt_encoder); masks (B, 4g, 4g) optional mask prompts; mask_valid (B,) optional. `all_outputs`
+        returns all 1 + num_multimask outputs (training); otherwise the official multimask selection.
+        """
+        sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
+        args = (image_embeddings, self.get_dense_pe(), sparse, dense, labels != IGNORE)
+        if all_outputs:
+            return self.mask_decoder.predict_masks(*args)
+        return self.mask_decoder(*args, multimask_output=multimask_output)
+
+
+def _dummy_inputs(config: SamConfig):
+    s = config.image_size
+    return (jnp.zeros((1, s, s, config.in_chans), jnp.float32), jnp.zeros((1, 1, 2), jnp.float32),
+            jnp.ones((1, 1), jnp.int32), jnp.zeros((1, 4 * config.grid_size, 4 * config.grid_size), jnp.float32))
+
+
+def _boxed_init(config: SamConfig, rng: jax.Array):
+    return Sam(config).init(rng, *_dummy_inputs(config))["params"]
+
+
+def init_params(config: SamConfig, rng: jax.Array) -> dict:
+    """Freshly initialised parameters: a plain nested dict of float32 arrays (logical-axis boxes removed).
+
+    Jitted so XLA drops the forward pass that `init` traces; only the initialisers run.
+    """
+    return jax.jit(lambda r: nn.meta.unbox(_boxed_init(config, r)))(rng)
+
+
+def abstract_params(config: SamConfig) -> dict:
+    """Shapes and dtypes of the parameters (jax.ShapeDtypeStruct), without computing anything."""
+    return nn.meta.unbox(jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0)))
+
+
+def param_logical_axes(config: SamConfig) -> dict:
+    """The logical axis names of every parameter, as a tree of PartitionSpecs (see samjax.sharding)."""
+    return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0)))
