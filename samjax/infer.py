@@ -1,0 +1,301 @@
+"""Inference: a Predictor with a cached image embedding, and the one-line `predict`.
+
+    import samjax.infer
+    predictor = samjax.infer.load("ckpt/sam_vit_h")           # converted checkpoint dir (or an official .pth)
+    predictor.set_image(image)                                # (H, W, 3) uint8 RGB; runs the encoder once
+    masks, scores, logits = predictor.predict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
+    # masks (3, H, W) bool, scores (3,), logits (3, 256, 256): as segment_anything.SamPredictor.predict
+
+Two jitted functions: the encoder (one compile: images are padded to S x S on the host and the valid size is
+passed as data) and the prompt-to-mask decoder (compiled per bucket of prompt tokens and prompt count, so
+clicking more points re-uses compiled code). Upsampling to the original size is a third small jitted step,
+compiled once per image size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig
+from samjax.models import transforms as T
+from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+
+
+class ImageNotSetError(ValueError, RuntimeError):
+    """predict() before set_image(). A ValueError as samjax promises, a RuntimeError as the official code."""
+
+
+def bucket(n: int) -> int:
+    """Round a count up to a power of two (>= 1): the shapes the decoder is compiled for."""
+    return 1 if n <= 1 else 2 ** math.ceil(math.log2(n))
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def check_image(image, image_format: str) -> np.ndarray:
+    if image_format not in ("RGB", "BGR"):
+        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array of shape (H, W, 3) and dtype uint8, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"image must have dtype uint8 (values 0..255), got {image.dtype}; "
+                        "for floats in [0, 1] use (image * 255).round().astype(np.uint8)")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        raise ValueError(f"image must be (H, W, 3) RGB, got grayscale {image.shape}; "
+                         "convert with np.repeat(image[..., None], 3, axis=-1)")
+    if image.ndim == 3 and image.shape[-1] == 4:
+        raise ValueError(f"image must be (H, W, 3) RGB, got RGBA {image.shape}; drop alpha with image[..., :3]")
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def _as_float_array(x, name: str, shape_desc: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a numeric array {shape_desc}, got {type(x).__name__}") from e
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_points(coords, labels, original_size, batched: bool) -> tuple[np.ndarray, np.ndarray]:
+    """-> coords (B, N, 2) float64 in original pixels, labels (B, N) int32."""
+    desc = "(B, N, 2)" if batched else "(N, 2)"
+    if labels is None:
+        raise ValueError("point_labels are required with point_coords (1 = foreground, 0 = background)")
+    coords = _as_float_array(coords, "point_coords", desc)
+    labels_f = _as_float_array(labels, "point_labels", desc[:-4] + ")")
+    want_ndim = 3 if batched else 2
+    if coords.ndim != want_ndim or coords.shape[-1] != 2:
+        raise ValueError(f"point_coords must be {desc} (x, y) pixels, got shape {coords.shape}")
+    if labels_f.shape != coords.shape[:-1]:
+        raise ValueError(f"point_labels must have shape {coords.shape[:-1]} to match point_coords {coords.shape}, "
+                         f"got {labels_f.shape}")
+    if coords.shape[-2] == 0:
+        raise ValueError("point_coords is empty: give at least one point, or pass point_coords=None")
+    if np.any(labels_f != np.round(labels_f)) or not np.isin(labels_f, (NOT_A_POINT, 0, 1)).all():
+        raise ValueError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), got "
+                         f"{sorted(set(np.unique(labels_f).tolist()))}")
+    h, w = original_size
+    outside = (coords[..., 0] < 0) | (coords[..., 0] > w) | (coords[..., 1] < 0) | (coords[..., 1] > h)
+    outside &= labels_f != NOT_A_POINT
+    if outside.any():
+        bad = coords[outside][:3].tolist()
+        raise ValueError(f"points {bad} lie outside the {w}x{h} (width x height) image; coordinates are (x, y) pixels")
+    if not batched:
+        coords, labels_f = coords[None], labels_f[None]
+    return coords, labels_f.astype(np.int32)
+
+
+def check_boxes(box, original_size, batched: bool) -> np.ndarray:
+    """-> (B, 4) XYXY float64 in original pixels."""
+    desc = "(B, 4)" if batched else "(4,)"
+    box = _as_float_array(box, "box", desc)
+    if not batched and box.shape == (1, 4):
+        box = box[0]
+    if box.shape[-1:] != (4,) or box.ndim != (2 if batched else 1):
+        raise ValueError(f"box must be {desc} XYXY pixels, got shape {box.shape}")
+    box = box.reshape(-1, 4)
+    if box.shape[0] == 0:
+        raise ValueError("boxes is empty: give at least one box, or pass None")
+    if np.any(box[:, 2] < box[:, 0]) or np.any(box[:, 3] < box[:, 1]):
+        raise ValueError(f"boxes must be XYXY with x0 <= x1 and y0 <= y1, got {box[:3].tolist()}")
+    h, w = original_size
+    if np.any(box < 0) or np.any(box[:, [0, 2]] > w) or np.any(box[:, [1, 3]] > h):
+        raise ValueError(f"boxes {box[:3].tolist()} extend outside the {w}x{h} (width x height) image")
+    return box
+
+
+def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray:
+    """-> (B, size, size) float32 low-res logits."""
+    desc = f"(B, 1, {size}, {size})" if batched else f"(1, {size}, {size})"
+    m = _as_float_array(mask_input, "mask_input", desc).astype(np.float32)
+    if batched and m.ndim == 4 and m.shape[1:] == (1, size, size):
+        return m[:, 0]
+    if not batched and m.shape == (1, size, size):
+        return m
+    raise ValueError(f"mask_input must be {desc} low-res logits (e.g. a previous prediction's logits), got {m.shape}")
+
+
+# ------------------------------------------------------------------------------------------------ predictor
+class Predictor:
+    """SamPredictor in JAX: `set_image` once, then `predict` / `predict_batch` for any number of prompts."""
+
+    def __init__(self, config: SamConfig, params: dict):
+        self.config = config
+        self.model = Sam(config)
+        self.params = jax.device_put(params)
+        self._encode = jax.jit(self._encode_fn)
+        self._decode = jax.jit(self._decode_fn, static_argnames=("multimask_output",))
+        self._postprocess = jax.jit(self._postprocess_fn, static_argnames=("input_size", "original_size", "return_logits"))
+        self.reset_image()
+
+    # --- jitted bodies
+    def _encode_fn(self, params, images, input_hw):
+        x = T.normalize(images, input_hw, self.config.pixel_mean, self.config.pixel_std)
+        return self.model.apply({"params": params}, x, method=Sam.embed_images)
+
+    def _decode_fn(self, params, features, coords, labels, masks, multimask_output: bool):
+        return self.model.apply({"params": params}, features, coords, labels, masks, None, multimask_output,
+                                method=Sam.decode)
+
+    def _postprocess_fn(self, low_res, input_size, original_size, return_logits: bool):
+        masks = T.postprocess_masks(low_res, input_size, original_size, self.config.image_size)
+        return masks if return_logits else masks > self.config.mask_threshold
+
+    # --- image
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute and cache the embedding of an (H, W, 3) uint8 image."""
+        image = check_image(image, image_format)
+        if image_format != self.config.image_format:
+            image = image[..., ::-1]
+        s = self.config.image_size
+        resized = T.resize_image(np.ascontiguousarray(image), s)
+        self.reset_image()
+        self.original_size = tuple(image.shape[:2])
+        self.input_size = tuple(resized.shape[:2])
+        self.features = self._encode(self.params, T.pad_image(resized, s)[None], np.array([self.input_size], np.int32))
+        self.is_image_set = True
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The cached embedding, (1, g, g, C) float32 (channels last; the official returns (1, C, g, g))."""
+        self._require_image()
+        return np.asarray(self.features)
+
+    @property
+    def device(self):
+        return next(iter(self.features.devices())) if self.features is not None else jax.devices()[0]
+
+    def _require_image(self):
+        if not self.is_image_set:
+            raise ImageNotSetError("no image is set: call predictor.set_image(image) before predict() or "
+                                   "get_image_embedding()")
+
+    # --- prompts
+    def _tokens(self, coords, labels, boxes, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Official token order (points, a not-a-point pad when there is no box, box corners), bucketed with IGNORE."""
+        s, orig = self.config.image_size, self.original_size
+        parts_c, parts_l = [], []
+        if coords is not None:
+            parts_c.append(T.apply_coords(coords, orig, s))
+            parts_l.append(labels)
+            if boxes is None:
+                parts_c.append(np.zeros((batch, 1, 2)))
+                parts_l.append(np.full((batch, 1), NOT_A_POINT, np.int32))
+        if boxes is not None:
+            parts_c.append(T.apply_boxes(boxes, orig, s).reshape(batch, 2, 2))
+            parts_l.append(np.tile(np.array([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], np.int32), (batch, 1)))
+        n = sum(c.shape[1] for c in parts_c)
+        nb, bb = bucket(max(n, 1)), bucket(batch)
+        out_c = np.zeros((bb, nb, 2), np.float32)
+        out_l = np.full((bb, nb), IGNORE, np.int32)
+        if n:
+            out_c[:batch, :n] = np.concatenate(parts_c, axis=1)
+            out_l[:batch, :n] = np.concatenate(parts_l, axis=1)
+        return out_c, out_l
+
+    def _run(self, coords, labels, boxes, masks, batch, multimask_output, return_logits):
+        tok_c, tok_l = self._tokens(coords, labels, boxes, batch)
+        if masks is not None:
+            masks = np.concatenate([masks, np.zeros((tok_c.shape[0] - batch, *masks.shape[1:]), np.float32)])
+        low_res, iou = self._decode(self.params, self.features, tok_c, tok_l, masks, multimask_output=multimask_output)
+        low_res, iou = low_res[:batch], iou[:batch]
+        masks_out = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size,
+                                      return_logits=return_logits)
+        return np.asarray(masks_out), np.asarray(iou), np.asarray(low_res)
+
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
+                return_logits: bool = False):
+        """One prompt, as segment_anything.SamPredictor.predict.
+
+        point_coords (N, 2) (x, y) pixels of the original image; point_labels (N,) 1 fg / 0 bg; box (4,) XYXY;
+        mask_input (1, 256, 256) low-res logits from a previous call. Returns masks (C, H, W) bool (float
+        logits with return_logits), iou_predictions (C,), low_res_logits (C, 256, 256); C = 3 or 1.
+        """
+        self._require_image()
+        return tuple(x[0] for x in self._predict(point_coords, point_labels, box, mask_input, multimask_output,
+                                                 return_logits, batched=False))
+
+    def predict_batch(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
+                      multimask_output: bool = True, return_logits: bool = False):
+        """B prompts on the cached image in one call: point_coords (B, N, 2) + point_labels (B, N) and/or
+        boxes (B, 4), mask_input (B, 1, 256, 256). Returns masks (B, C, H, W), iou (B, C), logits (B, C, 256, 256)."""
+        self._require_image()
+        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits,
+                             batched=True)
+
+    def _predict(self, coords, labels, boxes, mask_input, multimask_output, return_logits, batched):
+        if coords is None and labels is not None:
+            raise ValueError("point_labels were given without point_coords")
+        if coords is None and boxes is None and mask_input is None:
+            raise ValueError("no prompt: give point_coords + point_labels, a box, and/or a mask_input")
+        if coords is not None:
+            coords, labels = check_points(coords, labels, self.original_size, batched)
+        if boxes is not None:
+            boxes = check_boxes(boxes, self.original_size, batched)
+        masks = None if mask_input is None else check_mask_input(mask_input, self.config.mask_input_size, batched)
+        sizes = {name: x.shape[0] for name, x in (("point_coords", coords), ("boxes", boxes), ("mask_input", masks))
+                 if x is not None}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"prompt batch sizes differ: {sizes}")
+        return self._run(coords, labels, boxes, masks, next(iter(sizes.values())), multimask_output, return_logits)
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None) -> Predictor:
+    """A ready Predictor from a converted checkpoint directory, or directly from an official `.pth` file
+    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h)."""
+    from samjax import checkpoint as ckpt
+    from samjax import convert
+
+    path = Path(checkpoint)
+    overrides = {"dtype": dtype} if dtype else {}
+    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
+        sd = convert.load_torch_checkpoint(path)
+        name = convert.detect_model(sd) if model == "auto" else model
+        if name is None:
+            convert.check_state_dict(sd, SamConfig.vit_b())  # raises, listing the differences
+        config = SamConfig.from_name(name, **overrides)
+        return Predictor(config, convert.from_torch(sd, config))
+    config, params = ckpt.load_model(path, **overrides)
+    return Predictor(config, params)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_predictor(path: str) -> Predictor:
+    return load(path)
+
+
+def predict(image: np.ndarray, points, labels=None, *, checkpoint: str | os.PathLike | None = None,
+            multimask_output: bool = True):
+    """One line from an image and points to masks: (masks (C, H, W) bool, scores (C,), logits (C, 256, 256)).
+
+    points (N, 2) (x, y) pixels; labels default to all foreground. `checkpoint` (a converted directory or an
+    official .pth) defaults to $SAMJAX_CHECKPOINT; the Predictor is cached between calls.
+    """
+    checkpoint = checkpoint or os.environ.get("SAMJAX_CHECKPOINT")
+    if not checkpoint:
+        raise ValueError("no checkpoint: pass checkpoint=DIR (from python -m samjax.convert) or an official .pth, "
+                         "or set SAMJAX_CHECKPOINT")
+    predictor = _cached_predictor(str(Path(checkpoint).absolute()))
+    points = np.asarray(points, dtype=np.float64)
+    if labels is None:
+        labels = np.ones(points.shape[:1], np.int32)
+    predictor.set_image(image)
+    return predictor.predict(point_coords=points, point_labels=labels, multimask_output=multimask_output)

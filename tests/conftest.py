@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny configs that together cover every constructor option, and test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samjax.models import SamConfig
+
+# Small configs for parity tests. Together they cover: windows that need padding (grid 8, window 3), all-global
+# attention, no relative / no absolute positions, no qkv bias, mlp_ratio != 4, decoder depth 1 and 3,
+# attention_downsample_rate 1, 2 multimask outputs, iou head depth 2, image sizes 64 / 96 / 128.
+TINY_CONFIGS = {
+    "tiny_windowed": SamConfig(image_size=64, patch_size=8, encoder_embed_dim=32, encoder_depth=2,
+                               encoder_num_heads=2, window_size=3, encoder_global_attn_indexes=(1,),
+                               prompt_embed_dim=32, mask_in_chans=8, decoder_depth=2, decoder_num_heads=2,
+                               decoder_mlp_dim=64, iou_head_hidden_dim=32),
+    "tiny_global_norel": SamConfig(image_size=96, patch_size=16, encoder_embed_dim=48, encoder_depth=3,
+                                   encoder_num_heads=3, window_size=0, encoder_global_attn_indexes=(),
+                                   encoder_use_rel_pos=False, encoder_qkv_bias=False, encoder_mlp_ratio=2.0,
+                                   prompt_embed_dim=64, mask_in_chans=16, decoder_depth=1, decoder_num_heads=4,
+                                   decoder_mlp_dim=32, attention_downsample_rate=1, num_multimask_outputs=2,
+                                   iou_head_depth=2, iou_head_hidden_dim=16),
+    "tiny_noabs_deep": SamConfig(image_size=128, patch_size=16, encoder_embed_dim=32, encoder_depth=4,
+                                 encoder_num_heads=4, window_size=4, encoder_global_attn_indexes=(0, 3),
+                                 encoder_use_abs_pos=False, prompt_embed_dim=32, mask_in_chans=4, decoder_depth=3,
+                                 decoder_num_heads=2, decoder_mlp_dim=48, iou_head_hidden_dim=24),
+}
+
+
+@pytest.fixture(params=sorted(TINY_CONFIGS))
+def tiny_config(request) -> SamConfig:
+    return TINY_CONFIGS[request.param]
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A real photo from scikit-image's bundled data: (300, 451, 3) uint8, non-square."""
+    from skimage import data
+
+    return data.chelsea()
+
+
+@pytest.fixture(scope="session")
+def tall_photo() -> np.ndarray:
+    """A portrait crop of a real photo: (200, 120, 3) uint8."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[40:240, 200:320])

@@ -1,0 +1,1 @@
+"""TEST STAND-IN (see torchvision/__init__.py)."""
