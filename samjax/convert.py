@@ -11,12 +11,14 @@ Module names follow the official state_dict, so the mapping is a key table plus 
     */norm*/scale, */embedding                  <- *.weight                                       none
     everything else (bias, pos_embed, rel_pos_*, positional_encoding_gaussian_matrix): same name, no transform.
 
-`pixel_mean` / `pixel_std` buffers are checked against the config, not stored as parameters.
+`pixel_mean` / `pixel_std` are non-persistent buffers officially; if a checkpoint carries them anyway they are
+checked against the config, not stored as parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -65,14 +67,15 @@ def _to_torch_layout(path: tuple[str, ...], w: np.ndarray) -> np.ndarray:
     return w.transpose(3, 2, 0, 1)
 
 
-def torch_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:
-    """The official state_dict's parameter keys and shapes for `config` (buffers pixel_mean/std excluded)."""
+@functools.lru_cache(maxsize=16)
+def _torch_shapes(config: SamConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    out = {}
-    for path, leaf in flat.items():
-        dummy = np.empty(leaf.shape, dtype=np.uint8)
-        out[torch_key(path)] = _to_torch_layout(path, dummy).shape
-    return out
+    return tuple((torch_key(p), _to_torch_layout(p, np.empty(leaf.shape, np.uint8)).shape) for p, leaf in flat.items())
+
+
+def torch_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:
+    """The official `Sam.state_dict()` keys and shapes for `config`."""
+    return dict(_torch_shapes(config))
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -113,10 +116,12 @@ def check_state_dict(state_dict: Mapping[str, Any], config: SamConfig) -> None:
 
     parts = [block(t, items) for t, items in (("missing keys", missing), ("unexpected keys", unexpected),
                                                ("mis-shaped keys", misshaped), ("buffers", problems)) if items]
-    guess = detect_model(state_dict)
-    hint = (f"\n  This checkpoint looks like {guess}: use --model {guess} (SamConfig.{guess}())." if guess
-            else "\n  It matches none of vit_b / vit_l / vit_h; is it an official SAM checkpoint (not SAM 2, HQ-SAM"
-                 " or MobileSAM)?")
+    hint = ""
+    if missing or unexpected or misshaped:
+        guess = detect_model(state_dict)
+        hint = (f"\n  This checkpoint looks like {guess}: use --model {guess} (SamConfig.{guess}())." if guess else
+                "\n  It matches none of vit_b / vit_l / vit_h; is it an official SAM checkpoint (not SAM 2, HQ-SAM"
+                " or MobileSAM)?")
     raise CheckpointMismatchError("the state dict does not match the model config:\n" + "\n".join(parts) + hint)
 
 
@@ -129,12 +134,9 @@ def from_torch(state_dict: Mapping[str, Any], config: SamConfig) -> dict:
 
 
 def to_torch(params: Mapping, config: SamConfig) -> dict[str, np.ndarray]:
-    """samjax params -> an official-format state dict of numpy arrays (with the pixel_mean/std buffers)."""
+    """samjax params -> an official-format state dict of numpy arrays (what official `Sam.state_dict()` holds)."""
     flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    out = {torch_key(p): np.ascontiguousarray(_to_torch_layout(p, np.asarray(w, np.float32))) for p, w in flat.items()}
-    for k in _BUFFERS:
-        out[k] = np.asarray(getattr(config, k), np.float32).reshape(3, 1, 1)
-    return out
+    return {torch_key(p): np.ascontiguousarray(_to_torch_layout(p, np.asarray(w, np.float32))) for p, w in flat.items()}
 
 
 def random_state_dict(config: SamConfig, seed: int = 0) -> dict[str, np.ndarray]:
