@@ -127,31 +127,39 @@ def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray:
     raise ValueError(f"mask_input must be {desc} low-res logits (e.g. a previous prediction's logits), got {m.shape}")
 
 
+# ------------------------------------------------------------------------------------------ jitted bodies
+@functools.partial(jax.jit, static_argnames=("config",))
+def _encode(params, images, input_hw, *, config: SamConfig):
+    """images (B, S, S, 3) uint8 zero-padded, input_hw (B, 2) -> embeddings (B, g, g, C)."""
+    x = T.normalize(images, input_hw, config.pixel_mean, config.pixel_std)
+    return Sam(config).apply({"params": params}, x, method=Sam.embed_images)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "multimask_output"))
+def _decode(params, features, coords, labels, masks, *, config: SamConfig, multimask_output: bool):
+    """Tokens (B, N, 2) / (B, N), optional mask prompts (B, 4g, 4g) -> low-res logits (B, M, 4g, 4g), iou (B, M)."""
+    return Sam(config).apply({"params": params}, features, coords, labels, masks, None, multimask_output,
+                             method=Sam.decode)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "input_size", "original_size", "return_logits"))
+def _postprocess(low_res, *, config: SamConfig, input_size, original_size, return_logits: bool):
+    masks = T.postprocess_masks(low_res, input_size, original_size, config.image_size)
+    return masks if return_logits else masks > config.mask_threshold
+
+
 # ------------------------------------------------------------------------------------------------ predictor
 class Predictor:
     """SamPredictor in JAX: `set_image` once, then `predict` / `predict_batch` for any number of prompts."""
 
     def __init__(self, config: SamConfig, params: dict):
         self.config = config
-        self.model = Sam(config)
         self.params = jax.device_put(params)
-        self._encode = jax.jit(self._encode_fn)
-        self._decode = jax.jit(self._decode_fn, static_argnames=("multimask_output",))
-        self._postprocess = jax.jit(self._postprocess_fn, static_argnames=("input_size", "original_size", "return_logits"))
+        # Compiled code is shared by every Predictor with an equal config (the config is a static argument).
+        self._encode = functools.partial(_encode, config=config)
+        self._decode = functools.partial(_decode, config=config)
+        self._postprocess = functools.partial(_postprocess, config=config)
         self.reset_image()
-
-    # --- jitted bodies
-    def _encode_fn(self, params, images, input_hw):
-        x = T.normalize(images, input_hw, self.config.pixel_mean, self.config.pixel_std)
-        return self.model.apply({"params": params}, x, method=Sam.embed_images)
-
-    def _decode_fn(self, params, features, coords, labels, masks, multimask_output: bool):
-        return self.model.apply({"params": params}, features, coords, labels, masks, None, multimask_output,
-                                method=Sam.decode)
-
-    def _postprocess_fn(self, low_res, input_size, original_size, return_logits: bool):
-        masks = T.postprocess_masks(low_res, input_size, original_size, self.config.image_size)
-        return masks if return_logits else masks > self.config.mask_threshold
 
     # --- image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

@@ -65,12 +65,15 @@ def _boxed_init(config: SamConfig, rng: jax.Array):
     return Sam(config).init(rng, *_dummy_inputs(config))["params"]
 
 
-def init_params(config: SamConfig, rng: jax.Array) -> dict:
-    """Freshly initialised parameters: a plain nested dict of float32 arrays (logical-axis boxes removed).
+@functools.lru_cache(maxsize=8)
+def _jitted_init(config: SamConfig):
+    # Jitted so XLA drops the forward pass that `init` traces; cached so each config compiles once.
+    return jax.jit(lambda r: nn.meta.unbox(_boxed_init(config, r)))
 
-    Jitted so XLA drops the forward pass that `init` traces; only the initialisers run.
-    """
-    return jax.jit(lambda r: nn.meta.unbox(_boxed_init(config, r)))(rng)
+
+def init_params(config: SamConfig, rng: jax.Array) -> dict:
+    """Freshly initialised parameters: a plain nested dict of float32 arrays (logical-axis boxes removed)."""
+    return _jitted_init(config)(rng)
 
 
 def abstract_params(config: SamConfig) -> dict:

@@ -1,0 +1,169 @@
+"""Predictor behaviour: bad input, the cached embedding, compile buckets, the one-liner. No torch needed."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from samjax import checkpoint, infer
+from samjax.models import SamConfig, init_params
+from tests.conftest import TINY_CONFIGS
+
+CFG = TINY_CONFIGS["tiny_windowed"]
+
+
+@pytest.fixture(scope="module")
+def predictor() -> infer.Predictor:
+    return infer.Predictor(CFG, init_params(CFG, jax.random.key(0)))
+
+
+@pytest.fixture
+def ready(predictor, photo) -> infer.Predictor:
+    predictor.set_image(photo)
+    return predictor
+
+
+@pytest.mark.parametrize("image, exc, match", [
+    ([[0, 0, 0]], TypeError, "numpy array"),
+    (np.zeros((8, 8, 3), np.float32), TypeError, "uint8"),
+    (np.zeros((8, 8), np.uint8), ValueError, "grayscale"),
+    (np.zeros((8, 8, 1), np.uint8), ValueError, "grayscale"),
+    (np.zeros((8, 8, 4), np.uint8), ValueError, "RGBA"),
+    (np.zeros((8, 8, 3, 1), np.uint8), ValueError, r"\(H, W, 3\)"),
+    (np.zeros((0, 8, 3), np.uint8), ValueError, "empty"),
+])
+def test_bad_images(predictor, image, exc, match):
+    with pytest.raises(exc, match=match):
+        predictor.set_image(image)
+
+
+def test_bad_image_format(predictor, photo):
+    with pytest.raises(ValueError, match="'RGB' or 'BGR'"):
+        predictor.set_image(photo, image_format="HSV")
+
+
+def test_predict_before_set_image():
+    p = infer.Predictor(CFG, init_params(CFG, jax.random.key(0)))
+    for exc in (ValueError, RuntimeError):  # ours promises ValueError; the official raises RuntimeError
+        with pytest.raises(exc, match="set_image"):
+            p.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="set_image"):
+        p.get_image_embedding()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(), ValueError, "no prompt"),
+    (dict(point_coords=np.zeros((0, 2)), point_labels=np.zeros((0,))), ValueError, "empty"),
+    (dict(point_coords=np.array([[10, 10]])), ValueError, "point_labels are required"),
+    (dict(point_labels=np.array([1])), ValueError, "without point_coords"),
+    (dict(point_coords=np.array([[10, 10], [20, 20]]), point_labels=np.array([1])), ValueError, "must have shape"),
+    (dict(point_coords=np.array([10, 10]), point_labels=np.array([1])), ValueError, r"\(N, 2\)"),
+    (dict(point_coords=np.array([[500, 10]]), point_labels=np.array([1])), ValueError, "outside the 451x300"),
+    (dict(point_coords=np.array([[10, -1]]), point_labels=np.array([1])), ValueError, "outside"),
+    (dict(point_coords=np.array([[np.nan, 1]]), point_labels=np.array([1])), ValueError, "NaN"),
+    (dict(point_coords=np.array([[1, 1]]), point_labels=np.array([2])), ValueError, "1 \\(foreground\\)"),
+    (dict(point_coords=[["a", "b"]], point_labels=[1]), TypeError, "numeric"),
+    (dict(box=np.array([1, 2, 3])), ValueError, r"\(4,\)"),
+    (dict(box=np.array([50, 50, 10, 10])), ValueError, "x0 <= x1"),
+    (dict(box=np.array([0, 0, 460, 10])), ValueError, "outside"),
+    (dict(mask_input=np.zeros((256, 256))), ValueError, r"\(1, 32, 32\)"),
+])
+def test_bad_prompts(ready, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ready.predict(**kwargs)
+
+
+def test_bad_batch_prompts(ready):
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        ready.predict_batch(point_coords=np.ones((2, 1, 2)), point_labels=np.ones((2, 1)), boxes=np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"\(B, N, 2\)"):
+        ready.predict_batch(point_coords=np.ones((2, 2)), point_labels=np.ones((2,)))
+
+
+def test_shapes_and_types(ready, photo):
+    masks, iou, low = ready.predict(point_coords=np.array([[100, 100]]), point_labels=np.array([1]))
+    assert masks.shape == (3, 300, 451) and masks.dtype == bool
+    assert iou.shape == (3,) and low.shape == (3, 32, 32)
+    masks, iou, low = ready.predict(box=np.array([10, 10, 200, 200]), multimask_output=False, return_logits=True)
+    assert masks.shape == (1, 300, 451) and masks.dtype == np.float32
+    bm, bi, bl = ready.predict_batch(point_coords=np.ones((5, 2, 2)), point_labels=np.ones((5, 2)))
+    assert bm.shape == (5, 3, 300, 451) and bi.shape == (5, 3) and bl.shape == (5, 3, 32, 32)
+    assert ready.get_image_embedding().shape == (1, CFG.grid_size, CFG.grid_size, CFG.prompt_embed_dim)
+
+
+def test_prompts_never_rerun_the_encoder_and_buckets_limit_compiles(photo):
+    cfg = CFG.replace(iou_head_hidden_dim=16)  # a config no other test compiled for: a fresh compile cache
+    p = infer.Predictor(cfg, init_params(cfg, jax.random.key(1)))
+    calls = []
+    encode = p._encode
+    p._encode = lambda *a: calls.append(1) or encode(*a)
+    p.set_image(photo)
+    before = infer._decode._cache_size()
+    rng = np.random.default_rng(0)
+    for n in range(1, 8):  # 1..7 clicks -> 2..8 tokens -> buckets 2, 4, 8: three compiles
+        p.predict(point_coords=rng.uniform(0, 299, (n, 2)), point_labels=np.ones(n))
+    assert len(calls) == 1
+    assert infer._decode._cache_size() - before == 3
+
+
+def test_padding_to_a_bucket_changes_nothing(ready):
+    """2 clicks (3 tokens) run in a 4-token bucket with one IGNORE slot; 3 clicks fill it exactly. The padded
+    call must equal the same call made with the padding slot removed from the model's input."""
+    from samjax.models import Sam
+
+    pts, lbl = np.array([[100.0, 80.0], [300.0, 200.0]]), np.array([1, 0])
+    _, iou, low = ready.predict(point_coords=pts, point_labels=lbl)
+    tok_c, tok_l = ready._tokens(pts[None], lbl[None].astype(np.int32), None, 1)
+    assert (tok_l == -2).sum() == 1
+    keep = tok_l[0] != -2
+    low2, iou2 = Sam(CFG).apply({"params": ready.params}, ready.features, tok_c[:, keep], tok_l[:, keep],
+                                method=Sam.decode)
+    np.testing.assert_allclose(low, np.asarray(low2)[0], atol=1e-5)
+    np.testing.assert_allclose(iou, np.asarray(iou2)[0], atol=1e-5)
+
+
+def test_set_image_resets_state(predictor, photo, tall_photo):
+    predictor.set_image(photo)
+    predictor.set_image(tall_photo)
+    assert predictor.original_size == (200, 120) and predictor.input_size == (64, 38)
+    masks, _, _ = predictor.predict(point_coords=np.array([[50, 50]]), point_labels=np.array([1]))
+    assert masks.shape == (3, 200, 120)
+    predictor.reset_image()
+    assert not predictor.is_image_set
+
+
+def test_one_liner_from_a_converted_checkpoint(tmp_path, photo, monkeypatch):
+    params = init_params(CFG, jax.random.key(2))
+    checkpoint.save_model(tmp_path / "ck", params, CFG)
+    masks, scores, logits = infer.predict(photo, [[100, 100], [200, 150]], checkpoint=tmp_path / "ck")
+    assert masks.shape == (3, 300, 451) and scores.shape == (3,)
+    ref = infer.Predictor(CFG, params)
+    ref.set_image(photo)
+    _, ref_scores, _ = ref.predict(point_coords=np.array([[100, 100], [200, 150]]), point_labels=np.ones(2))
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    monkeypatch.delenv("SAMJAX_CHECKPOINT", raising=False)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        infer.predict(photo, [[1, 1]])
+
+
+def test_bfloat16_compute_keeps_float32_params(photo):
+    cfg = CFG.replace(dtype="bfloat16")
+    params = init_params(cfg, jax.random.key(0))
+    assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("float32")}
+    p32, p16 = infer.Predictor(CFG, params), infer.Predictor(cfg, params)
+    p32.set_image(photo)
+    p16.set_image(photo)
+    assert p16.features.dtype == jax.numpy.bfloat16
+    e32, e16 = p32.get_image_embedding(), p16.get_image_embedding().astype(np.float32)
+    assert np.abs(e32 - e16).max() < 0.1 * np.abs(e32).max()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        SamConfig(image_size=100, patch_size=16)
+    with pytest.raises(ValueError, match="outside 0..11"):
+        SamConfig.vit_b(encoder_global_attn_indexes=(12,))
+    with pytest.raises(ValueError, match="unknown model"):
+        SamConfig.from_name("vit_x")
+    assert SamConfig.from_dict(SamConfig.vit_h().to_dict()) == SamConfig.vit_h()
