@@ -45,11 +45,11 @@ import numpy as np
 
 from samjax.data.example import RecordFormatError, decode_record
 from samjax.data.preprocess import ImageDecodeError, process_record
-from samjax.data.source import TFRecordFileDataset, count_corrupt
+from samjax.data.source import DropCorrupt, TFRecordFileDataset, count_corrupt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineConfig", "make_dataset", "make_iterator", "files_for_process", "count_corrupt"]
+__all__ = ["PipelineConfig", "make_dataset", "make_iterator", "files_for_process", "corrupt_records_skipped"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +117,10 @@ class _OpenFile:  # picklable (mp_prefetch workers get the dataset pickled)
 class _Process:
     cfg: PipelineConfig
 
-    def __call__(self, element: dict) -> dict[str, np.ndarray] | None:
+    def __call__(self, element: dict) -> dict[str, np.ndarray]:
         c = self.cfg
+        if "corrupt" in element:
+            return element
         try:
             rec = decode_record(element["data"])
             return process_record(rec, image_size=c.image_size, mask_size=c.resolved_mask_size,
@@ -129,11 +131,7 @@ class _Process:
             if not c.skip_corrupt:
                 raise type(e)(f"{where}: {e}") from e
             log.warning("skipping %s: %s", where, e)
-            return None
-
-
-def _not_none(x) -> bool:
-    return x is not None
+            return {"corrupt": f"{where}: {e}"}
 
 
 def make_dataset(cfg: PipelineConfig) -> grain.IterDataset:
@@ -146,7 +144,7 @@ def make_dataset(cfg: PipelineConfig) -> grain.IterDataset:
         ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=cfg.shuffle_window, seed=cfg.seed)
     ds = ds.map(_Process(cfg))
     if cfg.skip_corrupt:
-        ds = ds.filter(_not_none)
+        ds = DropCorrupt(ds)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     if cfg.worker_count > 0:
         from absl import flags  # noqa: PLC0415 (mp_prefetch reads absl flags, unparsed when jax is a library)

@@ -7,9 +7,10 @@ a restored iterator continues at the same byte. Elements are dicts::
     data: bytes (one serialized Example), path: str, offset: int (header offset), epoch: int
 
 Corruption: with `skip_corrupt=False` a bad record raises `TFRecordCorruptError` naming the file and the byte
-offset. With `skip_corrupt=True` it is logged and counted in the state's `corrupt`: a record whose data CRC fails
+offset. With `skip_corrupt=True` it is logged and a marker element `{"corrupt": message}` takes its place (the
+pipeline's `DropCorrupt` stage drops and counts markers, in its checkpointed state); a record whose data CRC fails
 is skipped and reading goes on with the next one; a corrupt header or a truncated record ends that file (its
-length cannot be trusted). `count_corrupt(iterator)` sums the counts over a whole pipeline's state.
+length cannot be trusted).
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ class _TFRecordFileIterator(grain.DatasetIterator):
                 if not self._ds.skip_corrupt:
                     raise
                 self._corrupt += 1
-                log.warning("skipping %s%s", e, "" if e.resumable else " (rest of the file skipped)")
+                msg = f"{e}{'' if e.resumable else ' (rest of the file skipped)'}"
+                log.warning("skipping %s", msg)
                 if e.resumable:
                     self._offset = f.tell()
                 else:
                     self._done = True
-                continue
+                return {"corrupt": msg}
             if data is None:
                 self._done = True
                 break
@@ -93,11 +95,51 @@ class _TFRecordFileIterator(grain.DatasetIterator):
         super().close()
 
 
+class DropCorrupt(grain.IterDataset):
+    """Drops `{"corrupt": message}` markers and counts them; the count is part of the iterator state."""
+
+    def __init__(self, parent: grain.IterDataset):
+        super().__init__(parent)
+
+    def __iter__(self) -> _DropCorruptIterator:
+        return _DropCorruptIterator(self._parent.__iter__())
+
+
+class _DropCorruptIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator):
+        super().__init__(parent)
+        self._count = 0
+
+    def __next__(self):
+        while True:
+            x = next(self._parent)
+            if isinstance(x, dict) and "corrupt" in x and len(x) == 1:
+                self._count += 1
+                continue
+            return x
+
+    def get_state(self) -> dict[str, Any]:
+        return {"parent": self._parent.get_state(), COUNT_KEY: self._count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["parent"])
+        self._count = int(state[COUNT_KEY])
+
+
+COUNT_KEY = "corrupt_records_skipped"
+
+
 def count_corrupt(state: Any) -> int:
-    """Sum of the `corrupt` counters found anywhere in a (nested) grain iterator state."""
+    """Sum of the DropCorrupt counters anywhere in a (nested) grain iterator state (all mp_prefetch workers)."""
     if isinstance(state, dict):
-        own = int(state["corrupt"]) if {"offset", "records", "corrupt"} <= state.keys() else 0
-        return own + sum(count_corrupt(v) for k, v in state.items() if k != "corrupt")
+        return int(state.get(COUNT_KEY, 0)) + sum(count_corrupt(v) for k, v in state.items() if k != COUNT_KEY)
     if isinstance(state, (list, tuple)):
         return sum(count_corrupt(v) for v in state)
+    if isinstance(state, (str, bytes)) and COUNT_KEY.encode() in (state if isinstance(state, bytes) else state.encode()):
+        import json  # noqa: PLC0415 (mp_prefetch may keep worker states JSON-encoded)
+
+        try:
+            return count_corrupt(json.loads(state))
+        except ValueError:
+            return 0
     return 0
