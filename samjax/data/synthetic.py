@@ -78,7 +78,7 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
     rng = np.random.default_rng([seed, image_id])
     h, w = height, width
     if num_objects is None:
-        num_objects = int(np.clip(h * w / 45_000, 8, 80))
+        num_objects = int(np.clip(h * w / 33_000, 8, 110))
     canvas = _texture(rng, h, w) * 0.5 + 64
     objects: list[dict] = []  # {"y", "x", "m": local visible mask, "parent": index or None}
 
