@@ -138,7 +138,6 @@ def read_record(f: io.BufferedIOBase, path: str, offset: int, check_crc: bool = 
     return data
 
 
-
 def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterator[tuple[int, bytes]]:
     """Yields (offset, data) for every record of a local TFRecord file; raises TFRecordCorruptError."""
     path = os.fspath(path)
