@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast bench-data clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.full
 ## test-fast: the suite without the real-size architectures.
 test-fast: $(VENV)/.full
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## bench-data: input-pipeline throughput on SA-1B-sized synthetic images (images/s per core).
+bench-data: $(VENV)/.core
+	$(BIN)/python -m samjax.data.bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
