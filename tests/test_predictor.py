@@ -167,3 +167,25 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown model"):
         SamConfig.from_name("vit_x")
     assert SamConfig.from_dict(SamConfig.vit_h().to_dict()) == SamConfig.vit_h()
+
+
+def test_demo_with_a_checkpoint_dir(tmp_path):
+    from samjax import demo
+
+    checkpoint.save_model(tmp_path / "ck", init_params(CFG, jax.random.key(3)), CFG)
+    assert demo.main(["--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), "--point", "100,80"]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / "overlay.png").size == (3 * 451, 300)
+    assert Image.open(tmp_path / "out" / "mask_best.png").size == (451, 300)
+
+
+def test_demo_errors(tmp_path, capsys):
+    from samjax import demo
+
+    assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert demo.main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "samjax.convert" in capsys.readouterr().err
+    assert demo.main(["--point", "1,2,3", "--out", str(tmp_path)]) == 2
+    assert "--point" in capsys.readouterr().err
