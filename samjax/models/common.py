@@ -17,7 +17,10 @@ f32 = jnp.float32
 
 
 def partitioned(init: Callable, axes: Sequence[str | None]) -> Callable:
-    return nn.with_logical_partitioning(init, tuple(axes))
+    """`init` with logical axis names. A name may appear only once per array, so where a square layer names
+    both sides alike (e.g. neck 3x3 conv: neck -> neck) the earlier (input) side is left unnamed: replicated."""
+    axes = tuple(axes)
+    return nn.with_logical_partitioning(init, tuple(None if a in axes[i + 1:] else a for i, a in enumerate(axes)))
 
 
 def gelu(x):
