@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig
+from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig, abstract_params
 from samjax.models import transforms as T
 from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 
@@ -127,6 +127,22 @@ def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray:
     raise ValueError(f"mask_input must be {desc} low-res logits (e.g. a previous prediction's logits), got {m.shape}")
 
 
+def check_params(params, config: SamConfig) -> None:
+    """Raise ValueError if `params` is not the parameter tree of `config` (e.g. weights of another SAM size)."""
+    want = jax.tree_util.tree_flatten_with_path(abstract_params(config))[0]
+    try:
+        got = jax.tree_util.tree_flatten_with_path(params)[0]
+    except Exception as e:  # pragma: no cover - exotic containers
+        raise TypeError(f"params must be a nested dict of arrays, got {type(params).__name__}") from e
+    want_d = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in want}
+    got_d = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in got}
+    problems = [f"missing {k}" for k in want_d if k not in got_d][:3]
+    problems += [f"unexpected {k}" for k in got_d if k not in want_d][:3]
+    problems += [f"{k}: {got_d[k]} vs expected {v}" for k, v in want_d.items() if k in got_d and got_d[k] != v][:3]
+    if problems:
+        raise ValueError("params do not match the config (weights of another model size?): " + "; ".join(problems))
+
+
 # ------------------------------------------------------------------------------------------ jitted bodies
 @functools.partial(jax.jit, static_argnames=("config",))
 def _encode(params, images, input_hw, *, config: SamConfig):
@@ -153,6 +169,7 @@ class Predictor:
     """SamPredictor in JAX: `set_image` once, then `predict` / `predict_batch` for any number of prompts."""
 
     def __init__(self, config: SamConfig, params: dict):
+        check_params(params, config)
         self.config = config
         self.params = jax.device_put(params)
         # Compiled code is shared by every Predictor with an equal config (the config is a static argument).
@@ -185,10 +202,6 @@ class Predictor:
         """The cached embedding, (1, g, g, C) float32 (channels last; the official returns (1, C, g, g))."""
         self._require_image()
         return np.asarray(self.features)
-
-    @property
-    def device(self):
-        return next(iter(self.features.devices())) if self.features is not None else jax.devices()[0]
 
     def _require_image(self):
         if not self.is_image_set:

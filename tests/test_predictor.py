@@ -189,3 +189,9 @@ def test_demo_errors(tmp_path, capsys):
     assert "samjax.convert" in capsys.readouterr().err
     assert demo.main(["--point", "1,2,3", "--out", str(tmp_path)]) == 2
     assert "--point" in capsys.readouterr().err
+
+
+def test_params_of_another_config_are_rejected():
+    other = TINY_CONFIGS["tiny_noabs_deep"]
+    with pytest.raises(ValueError, match="another model size"):
+        infer.Predictor(CFG, init_params(other, jax.random.key(0)))

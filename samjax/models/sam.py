@@ -76,8 +76,9 @@ def init_params(config: SamConfig, rng: jax.Array) -> dict:
     return _jitted_init(config)(rng)
 
 
+@functools.lru_cache(maxsize=16)
 def abstract_params(config: SamConfig) -> dict:
-    """Shapes and dtypes of the parameters (jax.ShapeDtypeStruct), without computing anything."""
+    """Shapes and dtypes of the parameters (jax.ShapeDtypeStruct), without computing anything. Cached: read only."""
     return nn.meta.unbox(jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0)))
 
 
