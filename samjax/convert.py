@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -163,17 +164,27 @@ def random_state_dict(config: SamConfig, seed: int = 0) -> dict[str, np.ndarray]
 
 
 def load_torch_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read an official `.pth` (needs torch: `pip install samjax[torch]`). Unwraps {'model': ...} and 'module.'."""
+    """Read an official `.pth` state dict as numpy arrays. Zip-format checkpoints (all official SAM ones) are
+    read without torch (samjax.pth); anything else falls back to torch.load when torch is installed.
+    Unwraps {'model': ...} / {'state_dict': ...} and DDP's 'module.' prefix."""
+    from samjax import pth
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected an official SAM .pth file)")
     try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("reading a .pth checkpoint needs PyTorch: pip install 'samjax[torch]'") from e
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+        sd = pth.load_state_dict(path)
+    except pth.UnsupportedCheckpoint as unsupported:
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({unsupported}); "
+                             "installing torch (pip install 'samjax[torch]') may read it") from unsupported
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as e:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     for wrapper in ("model", "state_dict"):
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
