@@ -48,30 +48,22 @@ def torch_key(path: tuple[str, ...]) -> str:
     return ".".join([*modules, leaf])
 
 
-def _to_flax_layout(path: tuple[str, ...], w: np.ndarray) -> np.ndarray:
+def _relayout(path: tuple[str, ...], w: np.ndarray, to_flax: bool) -> np.ndarray:
+    """Kernel layouts: Linear (out, in) <-> (in, out); Conv2d (O, I, kh, kw) <-> (kh, kw, I, O);
+    ConvTranspose2d (I, O, kh, kw) <-> (kh, kw, I, O). Everything else is stored alike."""
     if path[-1] != "kernel":
         return w
     if w.ndim == 2:
         return w.T
     if any(m.startswith(_TRANSPOSED_CONVS) for m in path):
-        return w.transpose(2, 3, 0, 1)
-    return w.transpose(2, 3, 1, 0)
-
-
-def _to_torch_layout(path: tuple[str, ...], w: np.ndarray) -> np.ndarray:
-    if path[-1] != "kernel":
-        return w
-    if w.ndim == 2:
-        return w.T
-    if any(m.startswith(_TRANSPOSED_CONVS) for m in path):
-        return w.transpose(2, 3, 0, 1)
-    return w.transpose(3, 2, 0, 1)
+        return w.transpose(2, 3, 0, 1)  # its own inverse
+    return w.transpose(2, 3, 1, 0) if to_flax else w.transpose(3, 2, 0, 1)
 
 
 @functools.lru_cache(maxsize=16)
 def _torch_shapes(config: SamConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    return tuple((torch_key(p), _to_torch_layout(p, np.empty(leaf.shape, np.uint8)).shape) for p, leaf in flat.items())
+    return tuple((torch_key(p), _relayout(p, np.empty(leaf.shape, np.uint8), to_flax=False).shape) for p, leaf in flat.items())
 
 
 def torch_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:
@@ -130,14 +122,14 @@ def from_torch(state_dict: Mapping[str, Any], config: SamConfig) -> dict:
     """Official state dict (torch tensors or numpy arrays, official key names) -> samjax params (float32)."""
     check_state_dict(state_dict, config)
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    params = {path: _to_flax_layout(path, _as_numpy(state_dict[torch_key(path)])) for path in flat}
+    params = {path: _relayout(path, _as_numpy(state_dict[torch_key(path)]), to_flax=True) for path in flat}
     return jax.tree.map(np.ascontiguousarray, flax.traverse_util.unflatten_dict(params))
 
 
 def to_torch(params: Mapping, config: SamConfig) -> dict[str, np.ndarray]:
     """samjax params -> an official-format state dict of numpy arrays (what official `Sam.state_dict()` holds)."""
     flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    return {torch_key(p): np.ascontiguousarray(_to_torch_layout(p, np.asarray(w, np.float32))) for p, w in flat.items()}
+    return {torch_key(p): np.ascontiguousarray(_relayout(p, np.asarray(w, np.float32), to_flax=False)) for p, w in flat.items()}
 
 
 def random_state_dict(config: SamConfig, seed: int = 0) -> dict[str, np.ndarray]:
