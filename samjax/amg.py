@@ -16,6 +16,12 @@ then run on the few survivors. With a mesh on the predictor, crops of all images
 data-parallel encoder call and each crop's decoding runs on one of the mesh's devices, dispatched
 asynchronously so the devices work at the same time.
 
+Costs to know: the low-res logits of every candidate of a crop (points x masks x L x L float32, 805 MB at
+points_per_side=32 with L=256) stay on the device until the survivors are gathered, and `generate_batch` keeps
+those of all its crops at once. Crop sizes are padded up to multiples of 64, so images of similar sizes share
+compiled code. `bbox` and `crop_box` are always ints (the official returns floats when some crop kept no mask);
+NMS ties keep the lower index first, as torchvision's stable sort.
+
 Command line: python -m samjax.amg --checkpoint DIR --input IMAGE_OR_FOLDER --output DIR (see samjax.amg_cli).
 """
 
@@ -69,7 +75,7 @@ def _upsample_taps(config: SamConfig, input_size, crop_size):
 
 
 def _resize_taps(x, idx_h, w_h, idx_w, w_w):
-    """(..., L, L) -> (..., Hb, Wb): rows first, then columns (the order of transforms.resize_with_matrices)."""
+    """(..., L, L) -> (..., Hb, Wb): rows first, then columns (the order of transforms.postprocess_masks)."""
     rows = sum(w_h[:, k, None] * jnp.take(x, idx_h[:, k], axis=-2) for k in range(idx_h.shape[1]))
     return sum(w_w[:, k] * jnp.take(rows, idx_w[:, k], axis=-1) for k in range(idx_w.shape[1]))
 
