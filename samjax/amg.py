@@ -50,52 +50,35 @@ def _padded_size(n: int) -> int:
     return -(-n // SIZE_STEP) * SIZE_STEP
 
 
-def _upsample_taps(config: SamConfig, input_size, crop_size):
-    """The official postprocess_masks (low-res -> input frame -> crop size, bilinear) as sparse taps per axis.
-
-    Each output row/column of the composed bilinear matrix has at most a few non-zero weights (two 2-tap
-    interpolations in a row), so resizing is a K-term gather-and-add, O(K) per output pixel, instead of a dense
-    matmul whose cost grows with L * H * W. Returns ((idx_h (Hb, K) int32, w_h (Hb, K) f32), (idx_w, w_w)), rows
-    zero-padded to the size bucket (weight 0: those pixels are masked out anyway).
-    """
+def _upsample_matrices(config: SamConfig, input_size, crop_size) -> tuple[np.ndarray, np.ndarray]:
+    """Low-res -> crop-size bilinear matrices (official postprocess_masks), zero-padded to the size bucket:
+    m_h (Hb, L), m_w (Wb, L) float32. Dense matmuls although each row has <= 4 non-zeros: a gather-and-add
+    version was tried and was 4x slower on XLA:CPU (gathers), and matmuls are what accelerators do best."""
     low = config.mask_input_size
-    taps = []
+    out = []
     for axis in range(2):
-        m = T.postprocess_matrix(low, config.image_size, input_size[axis], crop_size[axis])  # (n, L) float32
-        nnz = (m != 0).sum(1)
-        k = max(4, int(nnz.max()))
-        rows = _padded_size(crop_size[axis])
-        idx = np.zeros((rows, k), np.int32)
-        w = np.zeros((rows, k), np.float32)
-        order = np.argsort(m == 0, axis=1, kind="stable")[:, :k]  # non-zero columns first, ascending
-        idx[:len(m)] = order
-        w[:len(m)] = np.take_along_axis(m, order, axis=1)
-        taps.append((idx, w))
-    return taps[0], taps[1]
+        m = T.postprocess_matrix(low, config.image_size, input_size[axis], crop_size[axis])
+        pad = np.zeros((_padded_size(crop_size[axis]), low), np.float32)
+        pad[:len(m)] = m
+        out.append(pad)
+    return out[0], out[1]
 
 
-def _resize_taps(x, idx_h, w_h, idx_w, w_w):
-    """(..., L, L) -> (..., Hb, Wb): rows first, then columns (the order of transforms.postprocess_masks)."""
-    rows = sum(w_h[:, k, None] * jnp.take(x, idx_h[:, k], axis=-2) for k in range(idx_h.shape[1]))
-    return sum(w_w[:, k] * jnp.take(rows, idx_w[:, k], axis=-1) for k in range(idx_w.shape[1]))
-
-
-def _logits(low_res, taps, crop_hw):
+def _logits(low_res, m_h, m_w, crop_hw):
     """Low-res logits (..., L, L) -> crop-size logits (..., Hb, Wb); -inf outside the valid (h, w)."""
-    (idx_h, w_h), (idx_w, w_w) = taps
-    x = _resize_taps(low_res.astype(jnp.float32), idx_h, w_h, idx_w, w_w)
-    rows = jnp.arange(idx_h.shape[0]) < crop_hw[0]
-    cols = jnp.arange(idx_w.shape[0]) < crop_hw[1]
+    x = T.resize_with_matrices(low_res, m_h, m_w)
+    rows = jnp.arange(m_h.shape[0]) < crop_hw[0]
+    cols = jnp.arange(m_w.shape[0]) < crop_hw[1]
     return jnp.where(rows[:, None] & cols[None, :], x, -jnp.inf)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _crop_candidates(params, features, coords, labels, point_valid, taps, crop_hw, crop_box, orig_box,
+def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, crop_hw, crop_box, orig_box,
                      iou_thresh, stab_thresh, stab_offset, nms_thresh, *, config: SamConfig):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
     features (1, g, g, C); coords (nb, P, 2, 2) f32 point + not-a-point pad in the resized frame; labels
-    (nb, P, 2); point_valid (nb, P) bool; taps the upsampling (see _upsample_taps), crop_hw (2,) the valid
+    (nb, P, 2); point_valid (nb, P) bool; m_h (Hb, L), m_w (Wb, L) upsampling matrices, crop_hw (2,) the valid
     crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
     Returns low_res (N, L, L), iou (N,), stability (N,), boxes (N, 4) int32 in the crop frame, and the NMS
     result order (N,), kept (N,) (see amg_utils.nms); N = nb * P * M candidates in the official order
@@ -106,7 +89,7 @@ def _crop_candidates(params, features, coords, labels, point_valid, taps, crop_h
     def one_batch(args):
         c, l, v = args
         low_res, iou = model.apply({"params": params}, features, c, l, None, None, True, method=Sam.decode)
-        logits = _logits(low_res, taps, crop_hw)  # (P, M, Hb, Wb)
+        logits = _logits(low_res, m_h, m_w, crop_hw)  # (P, M, Hb, Wb)
         stab = U.stability_score(logits, config.mask_threshold, stab_offset)
         boxes = U.masks_to_boxes(logits > config.mask_threshold)
         keep = v[:, None] & ((iou > iou_thresh) | (iou_thresh <= 0)) & ((stab >= stab_thresh) | (stab_thresh <= 0))
@@ -122,10 +105,10 @@ def _crop_candidates(params, features, coords, labels, point_valid, taps, crop_h
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _survivor_masks(low_res, iou, stab, boxes, idx, taps, crop_hw, *, config: SamConfig):
+def _survivor_masks(low_res, iou, stab, boxes, idx, m_h, m_w, crop_hw, *, config: SamConfig):
     """Gather survivors idx (K,) -> bit-packed binary masks (K, Hb * Wb / 8) uint8 at the padded crop size, and
     their iou (K,), stability (K,), boxes (K, 4)."""
-    masks = _logits(low_res[idx], taps, crop_hw) > config.mask_threshold
+    masks = _logits(low_res[idx], m_h, m_w, crop_hw) > config.mask_threshold
     return jnp.packbits(masks.reshape(idx.shape[0], -1), axis=-1), iou[idx], stab[idx], boxes[idx]
 
 
@@ -230,14 +213,14 @@ class AutomaticMaskGenerator:
         valid = np.arange(nb * ppb) < n
         orig_h, orig_w = orig_size
         f32 = np.float32
-        taps = _upsample_taps(cfg, input_size, crop_size)
+        m_h, m_w = _upsample_matrices(cfg, input_size, crop_size)
         crop_hw = np.asarray(crop_size, np.int32)
         out = _crop_candidates(params, feats, coords.reshape(nb, ppb, 2, 2), labels.reshape(nb, ppb, 2),
-                               valid.reshape(nb, ppb), taps, crop_hw, np.asarray(crop_box, np.int32),
+                               valid.reshape(nb, ppb), m_h, m_w, crop_hw, np.asarray(crop_box, np.int32),
                                np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
                                f32(self.stability_score_thresh), f32(self.stability_score_offset),
                                f32(self.box_nms_thresh), config=cfg)
-        return dict(out=out, points=points, crop_box=crop_box, matrices=(taps, crop_hw),
+        return dict(out=out, points=points, crop_box=crop_box, matrices=(m_h, m_w, crop_hw),
                     crop_size=tuple(crop_size), orig_size=tuple(orig_size))
 
     def _dispatch_survivors(self, p):

@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
         if batch:
             try:
                 results = gen.generate_batch([im for _, im in batch])
-            except Exception as e:  # one bad batch must not abort the folder; retry images one by one
+            except Exception:  # one bad batch must not abort the folder; retry images one by one
                 results = []
                 for path, im in batch:
                     try:
