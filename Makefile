@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench-data clean
+.PHONY: demo test test-fast bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-fast: $(VENV)/.full
 ## bench-data: input-pipeline throughput on SA-1B-sized synthetic images (images/s per core).
 bench-data: $(VENV)/.core
 	$(BIN)/python -m samjax.data.bench
+
+## bench-amg: automatic mask generation, seconds per image, samjax vs the official generator (ViT-B, CPU).
+bench-amg: $(VENV)/.full
+	$(BIN)/python -m benchmarks.amg
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

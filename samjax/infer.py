@@ -168,10 +168,15 @@ def _postprocess(low_res, *, config: SamConfig, input_size, original_size, retur
 class Predictor:
     """SamPredictor in JAX: `set_image` once, then `predict` / `predict_batch` for any number of prompts."""
 
-    def __init__(self, config: SamConfig, params: dict):
+    def __init__(self, config: SamConfig, params: dict, mesh: jax.sharding.Mesh | None = None):
+        """`mesh`: encode image batches data-parallel over its devices (see `data_mesh`); None: one device."""
         check_params(params, config)
         self.config = config
-        self.params = jax.device_put(params)
+        self.mesh = mesh
+        if mesh is None:
+            self.params = jax.device_put(params)
+        else:
+            self.params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         # Compiled code is shared by every Predictor with an equal config (the config is a static argument).
         self._encode = functools.partial(_encode, config=config)
         self._decode = functools.partial(_decode, config=config)
@@ -192,8 +197,61 @@ class Predictor:
         self.features = self._encode(self.params, T.pad_image(resized, s)[None], np.array([self.input_size], np.int32))
         self.is_image_set = True
 
+    def encode_images(self, images, image_format: str = "RGB"):
+        """Embed many images in one encoder call: list of (H, W, 3) uint8 (sizes may differ).
+
+        Returns (features (B, g, g, C) on device, input_sizes [(h, w)], original_sizes [(H, W)]). The batch is
+        padded to a power of two (and to a multiple of the mesh's devices, over which it is split data-parallel)
+        so few shapes are compiled; features of the padding rows are dropped.
+        """
+        if len(images) == 0:
+            raise ValueError("images is empty")
+        s = self.config.image_size
+        padded, input_sizes, original_sizes = [], [], []
+        for image in images:
+            image = check_image(image, image_format)
+            if image_format != self.config.image_format:
+                image = image[..., ::-1]
+            resized = T.resize_image(np.ascontiguousarray(image), s)
+            padded.append(T.pad_image(resized, s))
+            input_sizes.append(tuple(resized.shape[:2]))
+            original_sizes.append(tuple(image.shape[:2]))
+        n = len(padded)
+        ndev = 1 if self.mesh is None else self.mesh.devices.size
+        size = max(bucket(n), ndev)
+        size = -(-size // ndev) * ndev
+        batch = np.zeros((size, s, s, 3), np.uint8)
+        batch[:n] = np.stack(padded)
+        hw = np.zeros((size, 2), np.int32)
+        hw[:n] = input_sizes
+        if self.mesh is not None:
+            data = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.mesh.axis_names))
+            batch, hw = jax.device_put(batch, data), jax.device_put(hw, data)
+        features = self._encode(self.params, batch, hw)
+        return features[:n] if size != n else features, input_sizes, original_sizes
+
+    def set_images(self, images, image_format: str = "RGB") -> None:
+        """Embed a batch of images in one call (data-parallel over the mesh, if any); `select_image(i)` then
+        makes image i the one `predict` works on. Image 0 is selected."""
+        self.reset_image()
+        self.batch_features, self.batch_input_sizes, self.batch_original_sizes = self.encode_images(images,
+                                                                                                    image_format)
+        self.select_image(0)
+
+    def select_image(self, i: int) -> None:
+        """Predict on image i of the last `set_images` batch (no encoder work)."""
+        if getattr(self, "batch_features", None) is None:
+            raise ImageNotSetError("no image batch is set: call predictor.set_images(images) first")
+        n = len(self.batch_input_sizes)
+        if not -n <= i < n:
+            raise IndexError(f"image index {i} out of range for a batch of {n}")
+        self.features = self.batch_features[i:i + 1] if n > 1 else self.batch_features
+        self.input_size, self.original_size = self.batch_input_sizes[i], self.batch_original_sizes[i]
+        self.is_image_set = True
+
     def reset_image(self) -> None:
         self.is_image_set = False
+        self.batch_features = self.batch_input_sizes = self.batch_original_sizes = None
         self.features = None
         self.original_size = None
         self.input_size = None
@@ -278,10 +336,17 @@ class Predictor:
         return self._run(coords, labels, boxes, masks, next(iter(sizes.values())), multimask_output, return_logits)
 
 
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ("data",) mesh over `devices` (default: all local devices) for data-parallel batch inference."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.array(devices), ("data",))
+
+
 # ------------------------------------------------------------------------------------------------- loading
-def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None) -> Predictor:
+def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None,
+         mesh: jax.sharding.Mesh | None = None) -> Predictor:
     """A ready Predictor from a converted checkpoint directory, or directly from an official `.pth` file
-    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h)."""
+    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h). `mesh`: see Predictor."""
     from samjax import checkpoint as ckpt
     from samjax import convert
 
@@ -293,9 +358,9 @@ def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | Non
         if name is None:
             convert.check_state_dict(sd, SamConfig.vit_b())  # raises, listing the differences
         config = SamConfig.from_name(name, **overrides)
-        return Predictor(config, convert.from_torch(sd, config))
+        return Predictor(config, convert.from_torch(sd, config), mesh=mesh)
     config, params = ckpt.load_model(path, **overrides)
-    return Predictor(config, params)
+    return Predictor(config, params, mesh=mesh)
 
 
 @functools.lru_cache(maxsize=2)

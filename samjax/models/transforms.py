@@ -94,5 +94,11 @@ def postprocess_masks(masks: jax.Array, input_size: tuple[int, int], original_si
     low_h, low_w = masks.shape[-2:]
     m_h = jnp.asarray(postprocess_matrix(low_h, image_size, input_size[0], original_size[0]))
     m_w = jnp.asarray(postprocess_matrix(low_w, image_size, input_size[1], original_size[1]))
+    return resize_with_matrices(masks, m_h, m_w)
+
+
+def resize_with_matrices(masks: jax.Array, m_h: jax.Array, m_w: jax.Array) -> jax.Array:
+    """(..., h, w) -> (..., H, W) with per-axis matrices m_h (H, h), m_w (W, w) (see postprocess_matrix). The
+    matrices may be traced data, so one compiled function can serve many sizes (rows of zeros pad them)."""
     x = jnp.einsum("Hh,...hw->...Hw", m_h, masks.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
     return jnp.einsum("...Hw,Ww->...HW", x, m_w, precision=jax.lax.Precision.HIGHEST)
