@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
                                            "box_noise_frac": 0.1, "box_noise_max": 20.0})
     c.loss = ml_collections.ConfigDict({"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0,
                                         "focal_alpha": 0.25, "focal_gamma": 2.0})
-    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices
     c.train = ml_collections.ConfigDict({
         "num_steps": 90000, "grad_accum": 1, "log_every": 50, "ckpt_every": 1000, "keep_ckpts": 3,
         "async_ckpt": True, "max_nonfinite_in_row": 10, "peak_flops": 0.0,  # 0: from the device table

@@ -106,6 +106,9 @@ def make_params_fn(cfg, model_cfg: SamConfig):
 
 def load_init_params(cfg, model_cfg: SamConfig) -> dict:
     path = cfg.init.path
+    if not path:
+        raise ValueError(f"config.init.kind={cfg.init.kind!r} needs --config.init.path=... (a samjax model dir, an "
+                         "official SAM .pth, or for mae an official MAE .pth)")
     if cfg.init.kind == "mae":
         from samjax import mae  # noqa: PLC0415
 
@@ -169,7 +172,7 @@ def make_train_step(cfg, model_cfg: SamConfig, tx, mesh, shardings):
             (loss, aux, grads), _ = jax.lax.scan(body, (loss, aux, grads), (jnp.arange(accum), micro))
             loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
         loss = jnp.where(jnp.isin(state["step"], nan_steps), jnp.nan, loss)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
@@ -227,8 +230,11 @@ def run_eval(cfg, model_cfg: SamConfig, params, eval_files: str) -> dict:
 
 
 # ================================================================================================== loop
-def train(cfg, workdir: str) -> dict:
-    """Runs (or resumes) training; returns a summary dict (final metrics, eval results, paths)."""
+def train(cfg, workdir: str, data_iter=None) -> dict:
+    """Runs (or resumes) training; returns a summary dict (final metrics, eval results, paths, final state).
+
+    data_iter: optional checkpointable grain iterator of this process's batches (tests); default: the pipeline.
+    """
     workdir = experiment.workdir_path(workdir)
     os.makedirs(workdir, exist_ok=True)
     main_proc = jax.process_index() == 0
@@ -236,14 +242,18 @@ def train(cfg, workdir: str) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json(indent=2))
     model_cfg = experiment.model_config(cfg)
-    mesh = train_state.make_mesh(cfg.mesh.to_dict())
+    n_dev = cfg.mesh.get("num_devices", 0)
+    mesh = train_state.make_mesh(cfg.mesh.to_dict(), jax.devices()[:n_dev] if n_dev else None)
 
     train_files, eval_files = cfg.data.train_files, cfg.data.eval_files
-    if not train_files:
+    if data_iter is not None:
+        pass
+    elif not train_files:
         if not cfg.data.synthetic.num_train:
             raise ValueError("set config.data.train_files (TFRecord glob) or config.data.synthetic.num_train")
         train_files, eval_files = prepare_synthetic(cfg, workdir)
-    data_iter = make_input(cfg, model_cfg, train_files)
+    if data_iter is None:
+        data_iter = make_input(cfg, model_cfg, train_files)
 
     tx = optim.make_optimizer(cfg.optim, jax.eval_shape(lambda: init_params(model_cfg, jax.random.PRNGKey(0))),
                               model_cfg.encoder_depth)

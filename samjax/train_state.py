@@ -36,6 +36,8 @@ def make_mesh(shape: dict | tuple, devices=None) -> jax.sharding.Mesh:
     """Mesh with axes (data, fsdp, tensor). shape: {"data": d, "fsdp": f, "tensor": t}; one entry may be -1
     (all remaining devices)."""
     sizes = [int(shape[a]) for a in MESH_AXES] if isinstance(shape, dict) else [int(s) for s in shape]
+    if isinstance(shape, dict) and shape.get("num_devices") and devices is None:
+        devices = jax.devices()[:shape["num_devices"]]
     devices = jax.devices() if devices is None else devices
     n = len(devices)
     if sizes.count(-1) > 1:
@@ -48,9 +50,7 @@ def make_mesh(shape: dict | tuple, devices=None) -> jax.sharding.Mesh:
     if int(np.prod(sizes)) != n:
         raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, have {n}")
     auto = (jax.sharding.AxisType.Auto,) * 3
-    if devices is jax.devices() or len(devices) == len(jax.devices()):
-        return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=auto, devices=devices)
-    return jax.sharding.Mesh(np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=auto)
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=auto, devices=devices)
 
 
 def logical_to_spec(names: tuple, rules) -> P:
