@@ -27,7 +27,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from samjax import experiment, metrics as metrics_lib, optim, prompts, sharding, train_state
-from samjax.models import Sam, SamConfig, init_params
+from samjax.models import Sam, SamConfig, abstract_params, init_params
 from samjax.models import transforms as T
 
 
@@ -93,14 +93,14 @@ def to_global(batch: dict, mesh) -> dict:
 
 
 # ================================================================================================= model
-def make_params_fn(cfg, model_cfg: SamConfig):
-    """rng -> params, traced inside the jitted state init (so they are born sharded)."""
+def initial_params(cfg, model_cfg: SamConfig) -> dict:
+    """Host copy (numpy) of the initial parameters: from scratch (seeded; the same on every process), or loaded."""
     kind = cfg.init.kind
     if kind == "scratch":
-        return lambda rng: init_params(model_cfg, rng)
+        k_params = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
+        return jax.tree.map(np.asarray, init_params(model_cfg, k_params))
     if kind in ("sam", "mae"):
-        loaded = load_init_params(cfg, model_cfg)
-        return lambda rng: jax.tree.map(jnp.asarray, loaded)
+        return jax.tree.map(np.asarray, load_init_params(cfg, model_cfg))
     raise ValueError(f"config.init.kind must be scratch, sam or mae, got {kind!r}")
 
 
@@ -124,14 +124,38 @@ def load_init_params(cfg, model_cfg: SamConfig) -> dict:
 
 
 # ============================================================================================ update step
+_STEP_CACHE: dict = {}
+_RUN_ONLY = ("num_steps", "log_every", "ckpt_every", "keep_ckpts", "async_ckpt", "max_seconds",
+             "max_nonfinite_in_row", "debug_nonfinite_steps", "peak_flops")
+
+
+def compiled_step(cfg, model_cfg: SamConfig, mesh):
+    """(tx, jitted step, abstract state, shardings), cached per (config that shapes the step, mesh): repeated runs in
+    one process (tests, resumes) compile once."""
+    shaping = cfg.to_dict()
+    for k in _RUN_ONLY:
+        shaping["train"].pop(k, None)
+    for k in ("eval", "export", "init", "data"):
+        shaping.pop(k, None)
+    shaping["batch"] = (cfg.data.batch_size, cfg.data.max_masks_per_image)
+    key = (json.dumps(shaping, sort_keys=True, default=str), tuple(d.id for d in mesh.devices.flat), mesh.axis_names,
+           mesh.devices.shape)
+    if key not in _STEP_CACHE:
+        tx = optim.make_optimizer(cfg.optim, abstract_params(model_cfg), model_cfg.encoder_depth)
+        abstract, shardings = train_state.abstract_state(model_cfg, tx, mesh)
+        _STEP_CACHE[key] = (tx, make_train_step(cfg, model_cfg, tx, mesh, shardings), abstract, shardings)
+    return _STEP_CACHE[key]
+
+
 def make_train_step(cfg, model_cfg: SamConfig, tx, mesh, shardings):
+    """jit(state, batch, nan_steps) -> (state, metrics). nan_steps (K,) int32: steps whose loss is forced to NaN
+    (tests of the non-finite path; pass [-1] normally)."""
     model = Sam(model_cfg)
     pcfg = prompts.PromptConfig(**cfg.prompts.to_dict())
     loss_kwargs = cfg.loss.to_dict()
     lr_fn = optim.schedule(cfg.optim.lr, cfg.optim.warmup_steps, tuple(cfg.optim.decay_steps), cfg.optim.decay_factor)
     freeze = cfg.optim.freeze_image_encoder
     accum = cfg.train.grad_accum
-    nan_steps = jnp.asarray(tuple(cfg.train.debug_nonfinite_steps) or (-1,), jnp.int32)
     batch_sh = NamedSharding(mesh, P(train_state.BATCH_AXES))
 
     def loss_fn(params, batch, rng):
@@ -153,23 +177,22 @@ def make_train_step(cfg, model_cfg: SamConfig, tx, mesh, shardings):
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step_fn(state, batch):
+    def step_fn(state, batch, nan_steps):
         rng = jax.random.fold_in(state["rng"], state["step"])
         params = state["params"]
         if accum == 1:
             (loss, aux), grads = grad_fn(params, batch, rng)
         else:  # microbatch i = rows i, i + accum, ... (keeps each device's rows local)
             micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+            shapes = jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng))
 
             def body(acc, xs):
                 i, mb = xs
                 (l, a), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
-                return jax.tree.map(jnp.add, acc, (l, a, g)), None
+                return jax.tree.map(jnp.add, acc, ((l, a), g)), None
 
-            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(params, jax.tree.map(
-                lambda x: x[0], micro), rng)))
-            (loss, aux), grads = zeros[0], zeros[1]
-            (loss, aux, grads), _ = jax.lax.scan(body, (loss, aux, grads), (jnp.arange(accum), micro))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            ((loss, aux), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
             loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
         loss = jnp.where(jnp.isin(state["step"], nan_steps), jnp.nan, loss)
         gnorm = optax.tree.norm(grads)
@@ -186,14 +209,13 @@ def make_train_step(cfg, model_cfg: SamConfig, tx, mesh, shardings):
                    streak=new_state["streak"] + 0, nonfinite=new_state["nonfinite"] + 0)
         return new_state, out
 
-    rules = sharding.DEFAULT_RULES
+    def traced(state, batch, nan_steps):
+        with nn.logical_axis_rules(sharding.DEFAULT_RULES):
+            return step_fn(state, batch, nan_steps)
 
-    def traced(state, batch):
-        with nn.logical_axis_rules(rules):
-            return step_fn(state, batch)
-
+    rep = NamedSharding(mesh, P())
     batch_shardings = {k: batch_sh for k in TRAIN_KEYS}
-    return jax.jit(traced, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
+    return jax.jit(traced, in_shardings=(shardings, batch_shardings, rep), out_shardings=(shardings, None),
                    donate_argnums=(0,))
 
 
@@ -255,17 +277,16 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     if data_iter is None:
         data_iter = make_input(cfg, model_cfg, train_files)
 
-    tx = optim.make_optimizer(cfg.optim, jax.eval_shape(lambda: init_params(model_cfg, jax.random.PRNGKey(0))),
-                              model_cfg.encoder_depth)
-    abstract, shardings = train_state.abstract_state(model_cfg, tx, mesh)
+    tx, step_fn, abstract, shardings = compiled_step(cfg, model_cfg, mesh)
+    nan_steps = np.full((8,), -1, np.int32)  # fixed shape: no recompile
+    nan_steps[:len(cfg.train.debug_nonfinite_steps)] = cfg.train.debug_nonfinite_steps
     ckpts = train_state.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_ckpts, cfg.train.async_ckpt)
     with jax.set_mesh(mesh):
         if ckpts.latest_step() is not None:
             state = ckpts.restore(abstract, data_iter)
             print(f"resumed from step {int(state['step'])} in {ckpts.directory}", flush=True)
         else:
-            state = train_state.init_state(make_params_fn(cfg, model_cfg), tx, cfg.seed, shardings)
-        step_fn = make_train_step(cfg, model_cfg, tx, mesh, shardings)
+            state = train_state.init_state(initial_params(cfg, model_cfg), tx, cfg.seed, shardings)
 
     tb = metrics_lib.TensorBoard(os.path.join(workdir, "tensorboard")) if main_proc else None
     peak = cfg.train.peak_flops or metrics_lib.peak_flops_per_device()
@@ -276,6 +297,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     preempt = Preemption()
     t_start, t_log, step_log, last, pending = time.time(), time.time(), start, {}, None
     summary = {"workdir": workdir, "stopped": "done"}
+    history: list[dict] = []
 
     def check(out, step):  # host side of a finished step: non-finite accounting
         if not bool(out["finite"]):
@@ -291,7 +313,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         with jax.set_mesh(mesh):
             while step < total:
                 batch = to_global(next(data_iter), mesh)
-                state, out = step_fn(state, batch)
+                state, out = step_fn(state, batch, nan_steps)
                 step += 1
                 if pending is not None:  # the previous step's host checks overlap this step's compute
                     check(*pending)
@@ -307,6 +329,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                     if peak:
                         m["mfu"] = flops / (dt * jax.device_count() * peak)
                     t_log, step_log, last = now, step, m
+                    history.append(dict(m, step=step))
                     if main_proc:
                         print(metrics_lib.progress_line(step, total, m, dt * (total - step)), flush=True)
                         tb.scalars(step, {f"train/{k}": v for k, v in m.items() if k not in ("finite", "streak")})
@@ -331,7 +354,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         preempt.restore()
         if tb is not None:
             tb.flush()
-    summary.update(step=step, last=last, state=state, model_config=model_cfg, eval_files=eval_files)
+    summary.update(step=step, last=last, history=history, state=state, model_config=model_cfg, eval_files=eval_files)
     if summary["stopped"] != "preempted":
         finish(cfg, model_cfg, state, workdir, eval_files, summary, tb)
     if tb is not None:

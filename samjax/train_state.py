@@ -122,16 +122,17 @@ def abstract_state(config: SamConfig, tx, mesh, rules=sharding_rules.DEFAULT_RUL
     return abstract, shardings
 
 
-def init_state(params_fn, tx, seed: int, shardings: Any) -> dict:
-    """Builds the state directly in its shardings. params_fn(rng) -> params (traced under jit)."""
-    def build():
-        rng = jax.random.PRNGKey(seed)
-        k_params, k_train = jax.random.split(rng)
-        params = params_fn(k_params)
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-                "rng": k_train, "nonfinite": jnp.zeros((), jnp.int32), "streak": jnp.zeros((), jnp.int32)}
-
-    return jax.jit(build, out_shardings=shardings)()
+def init_state(params: Any, tx, seed: int, shardings: Any) -> dict:
+    """The step-0 state in its shardings. params: host (numpy) tree, identical on every process."""
+    p_sh = shardings["params"]
+    params = jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), params, p_sh)
+    opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
+    rep = shardings["step"]
+    scalar = lambda v, dt: jax.make_array_from_callback((), rep, lambda _: np.asarray(v, dt))  # noqa: E731
+    k_train = np.asarray(jax.random.split(jax.random.PRNGKey(seed))[1])
+    return {"step": scalar(0, np.int32), "params": params, "opt_state": opt_state,
+            "rng": jax.make_array_from_callback((2,), rep, lambda idx: k_train[idx]),
+            "nonfinite": scalar(0, np.int32), "streak": scalar(0, np.int32)}
 
 
 class Checkpoints:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -33,7 +34,7 @@ def tiny_config(files: str, **train_overrides):
     c.model = TINY_MODEL.replace(encoder_drop_path_rate=0.1).to_dict()
     c.data.update(train_files=files, eval_files=files, batch_size=4, max_masks_per_image=4, worker_count=0,
                   shuffle_window=4, cycle_length=2)
-    c.optim.update(lr=3e-3, warmup_steps=2, decay_steps=(1000,), layer_decay=0.8)
+    c.optim.update(lr=1e-2, warmup_steps=2, decay_steps=(1000,), layer_decay=0.8)
     c.prompts.update(num_click_rounds=2, no_click_rounds=1)
     c.train.update(**{**dict(num_steps=4, log_every=1, ckpt_every=2, async_ckpt=True), **train_overrides})
     c.eval.update(every=0, num_images=2, max_masks_per_image=4, batch_masks=4, clicks=(1, 2))
@@ -45,12 +46,11 @@ def _params(summary):
 
 
 def test_loss_falls_and_exports(tfrecords, tmp_path):
-    cfg = tiny_config(tfrecords, num_steps=30, log_every=10, ckpt_every=100)
-    cfg.optim.lr = 1e-2
-    first = tiny_config(tfrecords, num_steps=1)
-    s0 = train.train(first, str(tmp_path / "first"))
+    cfg = tiny_config(tfrecords, num_steps=30, log_every=1, ckpt_every=100)
     s = train.train(cfg, str(tmp_path / "run"))
-    assert s["last"]["loss"] < 0.7 * s0["last"]["loss"], (s0["last"]["loss"], s["last"]["loss"])
+    first = np.mean([h["loss"] for h in s["history"][:3]])
+    last = np.mean([h["loss"] for h in s["history"][-3:]])
+    assert last < 0.7 * first, (first, last)
     # exported in the samjax.infer format; evaluated; TensorBoard events written
     import samjax.infer
 
@@ -64,12 +64,14 @@ def test_loss_falls_and_exports(tfrecords, tmp_path):
     acc.Reload()
     tags = acc.Tags()["scalars"]
     assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "eval/miou_1pt"} <= set(tags)
-    assert [e.step for e in acc.Scalars("train/loss")] == [10, 20, 30]
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 31))
 
 
 def test_resume_is_bit_identical(tfrecords, tmp_path):
     whole = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "a"))
-    train.train(tiny_config(tfrecords, num_steps=2), str(tmp_path / "b"))  # "interrupted" after step 2
+    # an "interrupted" run: the same workdir as it was after step 2
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
     resumed = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "b"))
     assert int(resumed["state"]["step"]) == 4
     for a, b in zip(_params(whole), _params(resumed)):
@@ -82,8 +84,8 @@ def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
     s = train.train(tiny_config(tfrecords, num_steps=3, debug_nonfinite_steps=(1,)), str(tmp_path / "skip"))
     assert int(s["state"]["nonfinite"]) == 1 and int(s["state"]["streak"]) == 0
     assert np.all([np.isfinite(p).all() for p in _params(s)])
-    with pytest.raises(train.NonFiniteError, match="3 consecutive"):
-        train.train(tiny_config(tfrecords, num_steps=6, debug_nonfinite_steps=(1, 2, 3), max_nonfinite_in_row=3),
+    with pytest.raises(train.NonFiniteError, match="2 consecutive"):
+        train.train(tiny_config(tfrecords, num_steps=6, debug_nonfinite_steps=(0, 1, 2), max_nonfinite_in_row=2),
                     str(tmp_path / "abort"))
 
 
