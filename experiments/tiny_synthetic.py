@@ -24,10 +24,13 @@ def get_config():
         decoder_depth=2, decoder_num_heads=4, decoder_mlp_dim=256, iou_head_hidden_dim=64,
         encoder_drop_path_rate=0.0, dtype="float32").to_dict()
     c.data.synthetic.update(num_train=1000, num_eval=40, height=128, width=128, objects=6, shards=4)
-    c.data.update(batch_size=16, max_masks_per_image=8, worker_count=0, shuffle_window=64)
-    c.optim.update(lr=1e-3, warmup_steps=50, decay_steps=(1400,), layer_decay=0.9, weight_decay=0.05)
+    c.data.update(batch_size=8, max_masks_per_image=8, worker_count=0, shuffle_window=64)
+    c.optim.update(lr=1e-3, warmup_steps=50, decay_steps=(2500,), layer_decay=0.9, weight_decay=0.05)
     c.prompts.update(num_click_rounds=2, no_click_rounds=1)
-    c.train.update(num_steps=1600, log_every=50, ckpt_every=400, max_seconds=720.0)
+    # Deviation from the paper's 20:1 focal:dice for a from-scratch CPU budget: at 20 the all-background
+    # prediction traps a tiny model for hundreds of steps (measured), so focal weighs 2 here.
+    c.loss.focal_weight = 2.0
+    c.train.update(num_steps=3000, log_every=50, ckpt_every=500, max_seconds=780.0)
     c.eval.update(every=0, num_images=40, max_masks_per_image=8, batch_masks=8)
     c.export.demo = True
     return c
