@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench-data clean
+.PHONY: demo test test-fast bench-data train clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-fast: $(VENV)/.full
 ## bench-data: input-pipeline throughput on SA-1B-sized synthetic images (images/s per core).
 bench-data: $(VENV)/.core
 	$(BIN)/python -m samjax.data.bench
+
+## train: the training main job on its embedded default: synthetic SA-1B, a small SAM from scratch on CPU
+## (<= 15 min on 2 cores), evaluation, export to workdir/tiny_synthetic/model and a demo image. Re-run resumes.
+train: $(VENV)/.core
+	$(BIN)/python -m samjax.train --experiment=tiny_synthetic --workdir=workdir/tiny_synthetic
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
