@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 
-from test_train import tfrecords  # noqa: F401  (module fixture)
+from tests.test_train import tfrecords  # noqa: F401  (module fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPERIMENT = '''
 import sys
-sys.path.insert(0, {tests!r})
-from test_train import tiny_config
+sys.path.insert(0, {root!r})
+from tests.test_train import tiny_config
 
 def get_config():
     c = tiny_config({files!r}, num_steps=10000, log_every=1, ckpt_every=10000)
@@ -26,7 +26,7 @@ def get_config():
 
 def test_sigterm_saves_and_exits_cleanly(tfrecords, tmp_path):  # noqa: F811
     exp = tmp_path / "exp.py"
-    exp.write_text(EXPERIMENT.format(tests=os.path.dirname(__file__), files=tfrecords))
+    exp.write_text(EXPERIMENT.format(root=ROOT, files=tfrecords))
     workdir = tmp_path / "work"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "samjax.train", f"--experiment={exp}", f"--workdir={workdir}"]
