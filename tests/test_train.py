@@ -36,7 +36,8 @@ def tiny_config(files: str, **train_overrides):
                   shuffle_window=4, cycle_length=2)
     c.optim.update(lr=1e-2, warmup_steps=2, decay_steps=(1000,), layer_decay=0.8)
     c.prompts.update(num_click_rounds=2, no_click_rounds=1)
-    c.train.update(**{**dict(num_steps=4, log_every=1, ckpt_every=2, async_ckpt=True), **train_overrides})
+    c.train.update(**{**dict(num_steps=4, log_every=1, ckpt_every=2, async_ckpt=True, peak_flops=1e10),
+                      **train_overrides})
     c.eval.update(every=0, num_images=2, max_masks_per_image=4, batch_masks=4, clicks=(1, 2))
     return c
 
@@ -51,6 +52,7 @@ def test_loss_falls_and_exports(tfrecords, tmp_path):
     first = np.mean([h["loss"] for h in s["history"][:3]])
     last = np.mean([h["loss"] for h in s["history"][-3:]])
     assert last < 0.7 * first, (first, last)
+    assert all(0 < h["mfu"] and h["images_per_s"] > 0 for h in s["history"])
     # exported in the samjax.infer format; evaluated; TensorBoard events written
     import samjax.infer
 
@@ -63,7 +65,8 @@ def test_loss_falls_and_exports(tfrecords, tmp_path):
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "eval/miou_1pt"} <= set(tags)
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "train/mfu",
+            "eval/miou_1pt"} <= set(tags)
     assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 31))
 
 
