@@ -3,7 +3,7 @@
 Needs libtpu, which must not be installed in the CPU test environment; run it in a separate one, e.g.
 
     python -m venv /tmp/tpuvenv && /tmp/tpuvenv/bin/pip install -e ".[tpu,dev]"
-    /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s
+    JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s
 
 SAMJAX_AOT_TOPOLOGY (default v5p:4x4x4, 64 chips) and SAMJAX_AOT_MESH (default "8,8,1": data, fsdp, tensor) pick
 the slice; the paper's global batch of 256 images x 64 masks is spread over it. Prints per-chip memory and the
@@ -39,8 +39,8 @@ def test_vith_train_step_compiles_and_fits_v5p():
     cfg.model.encoder_remat = True
     mc = experiment.model_config(cfg)
     b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
+    tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)  # eager setup runs on CPU (JAX_PLATFORMS=cpu)
     with jax.set_mesh(mesh):
-        tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)
         bsh = NamedSharding(mesh, P(train_state.BATCH_AXES))
         batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.uint8, sharding=bsh),
                  "input_hw": jax.ShapeDtypeStruct((b, 2), np.int32, sharding=bsh),
