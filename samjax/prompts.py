@@ -38,6 +38,7 @@ class PromptConfig:
     box_prob: float = 0.5          # first prompt: box with this probability, else one foreground point
     box_noise_frac: float = 0.1    # box corner noise sd, as a fraction of the box side
     box_noise_max: float = 20.0    # ... clipped to this many pixels
+    remat_rounds: bool = False     # recompute each round's decoder activations in the backward pass (memory)
 
     @property
     def num_rounds(self) -> int:
@@ -173,7 +174,8 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
     carry = (coords, labels, jnp.zeros((p, m, m), f32), jnp.zeros((p,), bool))
     rounds = jnp.arange(cfg.num_rounds)
     keys = jax.random.split(k_rounds, cfg.num_rounds)
-    _, per_round = jax.lax.scan(one_round, carry, (rounds, add_click, slot, keys))
+    body = jax.checkpoint(one_round) if cfg.remat_rounds else one_round
+    _, per_round = jax.lax.scan(body, carry, (rounds, add_click, slot, keys))
     metrics = {k: per_round[k].mean() for k in ("loss", "focal", "dice", "iou_mse")}
     metrics["miou_first"] = per_round["miou"][0]
     metrics["miou_last"] = per_round["miou"][-1]

@@ -37,6 +37,7 @@ def test_vith_train_step_compiles_and_fits_v5p():
                              axis_types=(jax.sharding.AxisType.Auto,) * 3)
     cfg = experiment.load_experiment("sa1b_vith")
     cfg.model.encoder_remat = True
+    cfg.prompts.remat_rounds = True
     mc = experiment.model_config(cfg)
     b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
     tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)  # eager setup runs on CPU (JAX_PLATFORMS=cpu)
