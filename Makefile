@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench-data bench-amg clean
+.PHONY: demo train test test-fast bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-data: $(VENV)/.core
 ## bench-amg: automatic mask generation, seconds per image, samjax vs the official generator (ViT-B, CPU).
 bench-amg: $(VENV)/.full
 	$(BIN)/python -m benchmarks.amg
+
+## train: the training main job on its embedded default: synthetic SA-1B, a small SAM from scratch on CPU
+## (<= 15 min on 2 cores), evaluation, export to workdir/tiny_synthetic/model and a demo image. Re-run resumes.
+train: $(VENV)/.core
+	$(BIN)/python -m samjax.train --experiment=tiny_synthetic --workdir=workdir/tiny_synthetic
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

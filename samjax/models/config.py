@@ -52,6 +52,11 @@ class SamConfig:
     mask_threshold: float = 0.0
     # Numerics: compute dtype of activations and matmuls; parameters always stay float32.
     dtype: str = "float32"
+    # Training only (inference is unaffected): stochastic depth, rising linearly over the encoder blocks from 0 to
+    # this rate (MAE / ViTDet convention; only active with `embed_images(..., train=True)`), and rematerialisation
+    # of each encoder block in the backward pass (trades compute for activation memory).
+    encoder_drop_path_rate: float = 0.0
+    encoder_remat: bool = False
 
     def __post_init__(self):
         # Accept lists (from JSON or the command line) but store tuples, so configs stay hashable.
@@ -75,6 +80,8 @@ class SamConfig:
             problems.append("window_size must be >= 0 (0 means global attention everywhere)")
         if self.image_format not in ("RGB", "BGR"):
             problems.append(f"image_format must be 'RGB' or 'BGR', got {self.image_format!r}")
+        if not 0.0 <= self.encoder_drop_path_rate < 1.0:
+            problems.append(f"encoder_drop_path_rate must be in [0, 1), got {self.encoder_drop_path_rate}")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if problems:

@@ -87,15 +87,30 @@ class Attention(nn.Module):
         return dense(c, ("heads", "embed"), name="proj", dtype=self.dtype)(out)
 
 
+def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Stochastic depth on a residual branch x (B, ...): zero whole samples with probability `rate`, rescale the rest."""
+    if rate == 0.0 or rng is None:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block; windowed attention when `window_size > 0`, else global."""
+    """Pre-norm transformer block; windowed attention when `window_size > 0`, else global.
+
+    drop_path: stochastic-depth rate of both residual branches, used only when `train` (needs a "dropout" rng).
+    """
 
     config: SamConfig
     window_size: int
+    drop_path: float = 0.0
+    train: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg, dt = self.config, self.config.jnp_dtype
+        active = self.train and self.drop_path > 0.0
+        rngs = jax.random.split(self.make_rng("dropout")) if active else (None, None)
         shortcut = x
         x = layer_norm("embed", eps=1e-6, name="norm1", dtype=dt)(x)
         h, w = x.shape[1], x.shape[2]
@@ -106,10 +121,11 @@ class Block(nn.Module):
                       size, dtype=dt, name="attn")(x)
         if self.window_size > 0:
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
-        x = shortcut + x
+        x = shortcut + drop_path(x, self.drop_path, rngs[0])
         y = layer_norm("embed", eps=1e-6, name="norm2", dtype=dt)(x)
-        x = x + MLPBlock(cfg.encoder_embed_dim, int(cfg.encoder_embed_dim * cfg.encoder_mlp_ratio),
-                         ("embed", "mlp"), act=gelu, dtype=dt, name="mlp")(y)
+        y = MLPBlock(cfg.encoder_embed_dim, int(cfg.encoder_embed_dim * cfg.encoder_mlp_ratio),
+                     ("embed", "mlp"), act=gelu, dtype=dt, name="mlp")(y)
+        x = x + drop_path(y, self.drop_path, rngs[1])
         return nn.with_logical_constraint(x, _BHWC)
 
 
@@ -126,12 +142,16 @@ class PatchEmbed(nn.Module):
 
 
 class ImageEncoderViT(nn.Module):
-    """images (B, S, S, in_chans) normalised -> image embeddings (B, S/p, S/p, prompt_embed_dim)."""
+    """images (B, S, S, in_chans) normalised -> image embeddings (B, S/p, S/p, prompt_embed_dim).
+
+    train: enables drop path (config.encoder_drop_path_rate; needs a "dropout" rng). config.encoder_remat wraps
+    every block in `nn.remat` (same parameter names, same values, less activation memory).
+    """
 
     config: SamConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, dt = self.config, self.config.jnp_dtype
         if x.shape[1:] != (cfg.image_size, cfg.image_size, cfg.in_chans):
             raise ValueError(f"ImageEncoderViT expects (B, {cfg.image_size}, {cfg.image_size}, {cfg.in_chans}) "
@@ -144,8 +164,10 @@ class ImageEncoderViT(nn.Module):
             x = x + pos.astype(dt)
         x = nn.with_logical_constraint(x, _BHWC)
         global_idx = set(cfg.encoder_global_attn_indexes)
+        block = nn.remat(Block) if cfg.encoder_remat else Block
+        rates = np.linspace(0.0, cfg.encoder_drop_path_rate, cfg.encoder_depth) if cfg.encoder_depth else []
         for i in range(cfg.encoder_depth):
-            x = Block(cfg, 0 if i in global_idx else cfg.window_size, name=f"blocks_{i}")(x)
+            x = block(cfg, 0 if i in global_idx else cfg.window_size, float(rates[i]), train, name=f"blocks_{i}")(x)
         # neck: 1x1 conv -> LN2d -> 3x3 conv -> LN2d, no biases.
         c = cfg.prompt_embed_dim
         x = conv(c, 1, axes=("embed", "neck"), use_bias=False, name="neck_0", dtype=dt)(x)

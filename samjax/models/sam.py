@@ -33,9 +33,12 @@ class Sam(nn.Module):
     def __call__(self, images, coords, labels, masks=None, mask_valid=None, multimask_output: bool = True):
         return self.decode(self.embed_images(images), coords, labels, masks, mask_valid, multimask_output)
 
-    def embed_images(self, images: jax.Array) -> jax.Array:
-        """Normalised, padded images (B, S, S, 3) -> image embeddings (B, g, g, C)."""
-        return self.image_encoder(images)
+    def embed_images(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Normalised, padded images (B, S, S, 3) -> image embeddings (B, g, g, C).
+
+        train=True turns on drop path (config.encoder_drop_path_rate) and needs rngs={"dropout": key}.
+        """
+        return self.image_encoder(images, train)
 
     def get_dense_pe(self) -> jax.Array:
         return self.prompt_encoder.get_dense_pe()

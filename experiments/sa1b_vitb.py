@@ -1,0 +1,21 @@
+"""sa1b_vitb: SAM ViT-B from scratch on SA-1B with the paper's recipe.
+
+    python -m samjax.train --experiment=sa1b_vitb --workdir=DIR --config.data.train_files='/data/sa1b/*.tfrecord'
+
+ViT-B: lr 8e-4, 180k iterations (milestones 120k / 173,332), layer decay 0.6, drop path 0.6, batch 128 images;
+otherwise as sa1b_vith.
+
+Expected result: not measured here (needs a TPU pod / GPU cluster).
+"""
+
+from samjax.experiment import base_config
+from samjax.models import SamConfig
+
+
+def get_config():
+    c = base_config()
+    c.model = SamConfig.vit_b(encoder_drop_path_rate=0.6, dtype="bfloat16").to_dict()
+    c.optim.update(lr=8e-4, layer_decay=0.6, decay_steps=(120000, 173332))
+    c.data.batch_size = 128
+    c.train.num_steps = 180000
+    return c

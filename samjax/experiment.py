@@ -1,0 +1,133 @@
+"""Experiments: Python files returning an ml_collections ConfigDict, and `--config.a.b=value` overrides.
+
+    config = load_experiment("sa1b_vith")            # experiments/sa1b_vith.py, or a path to any .py file
+    apply_overrides(config, ["--config.optim.lr=1e-4", "--config.model.encoder_global_attn_indexes=(1,3)"])
+
+An override's value is parsed as a Python literal (numbers, tuples, True/False/None; anything else is a string)
+and must match the field's existing type (ints are accepted for float fields). Unknown fields are an error.
+`base_config()` holds every field with the paper's defaults; experiments change what they need.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from pathlib import Path
+
+import ml_collections
+
+from samjax.models import SamConfig
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every training field (SAM paper recipe for ViT-H where the paper gives a value)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = SamConfig.vit_h(encoder_drop_path_rate=0.4, dtype="bfloat16").to_dict()
+    c.init = ml_collections.ConfigDict({"kind": "scratch", "path": ""})  # scratch | sam (samjax dir or .pth) | mae
+    c.data = ml_collections.ConfigDict({
+        "train_files": "", "eval_files": "", "batch_size": 256,  # global batch (images)
+        "max_masks_per_image": 64, "max_mask_area_fraction": 0.9, "shuffle_window": 256, "worker_count": 8,
+        "cycle_length": 8, "skip_corrupt": True,
+        # Synthetic SA-1B data made in WORKDIR/data when train_files is empty (tiny_synthetic).
+        "synthetic": {"num_train": 0, "num_eval": 0, "height": 128, "width": 128, "objects": 0, "shards": 4},
+    })
+    c.optim = ml_collections.ConfigDict({
+        "lr": 8e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1, "layer_decay": 0.8,
+        "warmup_steps": 250, "decay_steps": (60000, 86666), "decay_factor": 0.1, "freeze_image_encoder": False,
+    })
+    c.prompts = ml_collections.ConfigDict({"num_click_rounds": 8, "no_click_rounds": 2, "box_prob": 0.5,
+                                           "box_noise_frac": 0.1, "box_noise_max": 20.0, "remat_rounds": False})
+    c.loss = ml_collections.ConfigDict({"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0,
+                                        "focal_alpha": 0.25, "focal_gamma": 2.0})
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices
+    c.train = ml_collections.ConfigDict({
+        "num_steps": 90000, "grad_accum": 1, "log_every": 50, "ckpt_every": 1000, "keep_ckpts": 3,
+        "async_ckpt": True, "max_nonfinite_in_row": 10, "peak_flops": 0.0,  # 0: from the device table
+        "max_seconds": 0.0,  # > 0: stop (and save) after this much training time
+        "debug_nonfinite_steps": (),  # tests: steps whose loss is forced to NaN
+    })
+    c.eval = ml_collections.ConfigDict({"every": 5000, "num_images": 64, "max_masks_per_image": 16,
+                                        "clicks": (1, 3, 5), "batch_masks": 64})
+    c.export = ml_collections.ConfigDict({"demo": False})
+    return c
+
+
+def load_experiment(name: str) -> ml_collections.ConfigDict:
+    """`name` is a file in experiments/ (with or without .py) or a path to a .py file defining get_config()."""
+    path = Path(name)
+    if not (path.suffix == ".py" and path.exists()):
+        path = EXPERIMENTS_DIR / (name if name.endswith(".py") else f"{name}.py")
+    if not path.exists():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise FileNotFoundError(f"no experiment {name!r}: expected a path to a .py file or one of {known}")
+    spec = importlib.util.spec_from_file_location(f"samjax_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} does not define get_config()")
+    return module.get_config()
+
+
+def _parse(text: str, old):
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(old, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ValueError(f"expected True/False, got {text!r}")
+    elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(old, tuple) and isinstance(value, (list, tuple, int, float)):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    elif isinstance(old, str) and not isinstance(value, str):
+        return text
+    elif old is not None and type(value) is not type(old):
+        raise ValueError(f"expected {type(old).__name__}, got {text!r}")
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_collections.ConfigDict:
+    """Applies `--config.a.b=value` (or `config.a.b=value`) strings in place; returns config."""
+    for arg in args:
+        body = arg[2:] if arg.startswith("--") else arg
+        if not body.startswith("config.") or "=" not in body:
+            raise ValueError(f"unrecognised argument {arg!r}: expected --config.FIELD=VALUE")
+        key, text = body[len("config."):].split("=", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise KeyError(f"--config.{key}: no field {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(f"--config.{key}: no field {leaf!r} (have {sorted(node.keys())})")
+        try:
+            value = _parse(text, node[leaf])
+        except ValueError as e:
+            raise ValueError(f"--config.{key}: {e}") from None
+        with node.unlocked() if hasattr(node, "unlocked") else _null():
+            node[leaf] = value
+    return config
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def model_config(config: ml_collections.ConfigDict) -> SamConfig:
+    return SamConfig.from_dict(config.model.to_dict())
+
+
+def workdir_path(workdir: str) -> str:
+    return os.path.abspath(os.path.expanduser(workdir))

@@ -1,0 +1,34 @@
+"""Analytic FLOP count (for MFU) against XLA's cost model; the console line."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from samjax import metrics
+from samjax.models import Sam, SamConfig, init_params
+
+CFG = SamConfig(image_size=64, patch_size=8, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+                window_size=4, encoder_global_attn_indexes=(1,), prompt_embed_dim=32, mask_in_chans=8,
+                decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32)
+
+
+def test_encoder_flops_match_xla_cost_model():
+    params = init_params(CFG, jax.random.PRNGKey(0))
+    f = jax.jit(lambda p, x: Sam(CFG).apply({"params": p}, x, method=Sam.embed_images))
+    cost = f.lower(params, jnp.zeros((1, 64, 64, 3))).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    assert metrics.encoder_flops(CFG) == pytest.approx(cost["flops"], rel=0.25)
+
+
+def test_vith_train_flops_order_of_magnitude():
+    vith = SamConfig.vit_h()
+    assert 5e12 < metrics.encoder_flops(vith) < 7e12  # ~3 TMACs per 1024x1024 image
+    step = metrics.train_flops_per_step(vith, 256, 64, 11, 10)
+    assert step > 3 * 256 * metrics.encoder_flops(vith)
+
+
+def test_progress_line():
+    m = dict(loss=1.0, focal=0.01, dice=0.5, iou_mse=0.02, miou_first=0.3, miou_last=0.4, lr=1e-4, grad_norm=0.5,
+             images_per_s=12.0, mfu=0.25, nonfinite=2)
+    line = metrics.progress_line(10, 100, m, 65.0)
+    assert "step 10/100" in line and "MFU 25.0%" in line and "skipped 2" in line and "eta 1m05s" in line

@@ -1,0 +1,100 @@
+"""Prompt simulation: sampler statistics, token layout, round schedule, loss selection."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from samjax import losses, prompts
+from samjax.models.prompt_encoder import IGNORE
+
+S, M = 64, 16  # image side, mask grid (4 px per cell)
+
+
+def _square_masks(p):
+    m = np.zeros((p, M, M), bool)
+    m[:, 4:12, 2:6] = True  # cells rows 4..11, cols 2..5 -> pixels x [8, 24), y [16, 48)
+    return jnp.asarray(m), jnp.tile(jnp.array([[8.0, 16.0, 24.0, 48.0]]), (p, 1))
+
+
+def test_first_prompt_statistics():
+    p = 4000
+    masks, boxes = _square_masks(p)
+    cfg = prompts.PromptConfig()
+    coords, labels, is_point = prompts.initial_prompts(jax.random.PRNGKey(0), masks, boxes, S, cfg)
+    coords, labels, is_point = map(np.asarray, (coords, labels, is_point))
+    assert coords.shape == (p, cfg.num_tokens, 2) and cfg.num_tokens == 10
+    assert abs(is_point.mean() - 0.5) < 0.03  # 50/50 point or box
+    pts = coords[is_point, 0]
+    assert np.all(labels[is_point, 0] == 1) and np.all(labels[is_point, 1] == IGNORE)
+    # foreground point: inside the mask, uniform over it (mean at the centre, spread of a uniform)
+    assert pts[:, 0].min() >= 7.5 and pts[:, 0].max() < 24 and pts[:, 1].min() >= 15.5 and pts[:, 1].max() < 48
+    np.testing.assert_allclose(pts.mean(0), [15.5, 31.5], atol=0.4)
+    np.testing.assert_allclose(pts[:, 1].std(), 32 / np.sqrt(12), rtol=0.05)
+    # noisy box: corners labelled 2 / 3, noise sd 10% of side (w = 16 -> 1.6 px; h = 32 -> 3.2 px)
+    box = coords[~is_point, :2].reshape(-1, 4)
+    assert np.all(labels[~is_point, 0] == 2) and np.all(labels[~is_point, 1] == 3)
+    np.testing.assert_allclose((box - np.array([8, 16, 24, 48])).std(0), [1.6, 3.2, 1.6, 3.2], rtol=0.08)
+    assert np.all(labels[:, 2:] == IGNORE)
+
+
+def test_box_noise_is_clipped_to_20px():
+    p = 2000
+    masks = jnp.ones((p, M, M), bool)
+    boxes = jnp.tile(jnp.array([[0.0, 0.0, 1000.0, 1000.0]]), (p, 1))
+    cfg = prompts.PromptConfig(box_prob=1.0)
+    coords, _, _ = prompts.initial_prompts(jax.random.PRNGKey(1), masks, boxes, 2000, cfg)
+    dev = np.abs(np.asarray(coords[:, :2]).reshape(-1, 4) - np.array([0, 0, 1000, 1000]))
+    assert dev.max() <= 20.0 + 1e-4 and dev.max() > 19.0
+
+
+def test_error_click_labels_and_uniformity():
+    p = 3000
+    target = np.zeros((p, M, M), bool)
+    target[:, :, :8] = True
+    pred = np.zeros((p, M, M), bool)
+    pred[:, :, 4:12] = True  # false negatives: cols 0..3; false positives: cols 8..11 (equal areas)
+    coords, labels = prompts.error_click(jax.random.PRNGKey(2), jnp.asarray(pred), jnp.asarray(target), S)
+    coords, labels = np.asarray(coords), np.asarray(labels)
+    col = (coords[:, 0] + 0.5) // (S / M)
+    assert np.all((labels == 1) == (col < 4)) and np.all((labels == 0) == ((col >= 8) & (col < 12)))
+    assert abs(labels.mean() - 0.5) < 0.04
+    same = jnp.asarray(target)
+    _, lab = prompts.error_click(jax.random.PRNGKey(3), same, same, S)
+    assert np.all(np.asarray(lab) == IGNORE)  # perfect prediction: no click
+
+
+def test_round_schedule():
+    cfg = prompts.PromptConfig()
+    assert cfg.num_rounds == 11
+    positions = []
+    for seed in range(200):
+        add = np.asarray(prompts.round_schedule(jax.random.PRNGKey(seed), cfg))
+        assert not add[0] and not add[-1] and add.sum() == 8
+        positions.append(int(np.flatnonzero(~add[1:-1])[0]) + 1)
+    assert set(positions) == set(range(1, 10))  # the extra no-click round lands anywhere among the 9
+
+
+def test_simulate_loss_selection_against_hand_computation():
+    p = 6
+    masks, boxes = _square_masks(p)
+    cfg = prompts.PromptConfig(num_click_rounds=3, no_click_rounds=2, box_prob=0.0)  # all single points
+    good = jnp.where(masks, 30.0, -30.0)
+    bad = jnp.full_like(good, -30.0)
+    iou_pred = jnp.tile(jnp.array([[0.1, 0.2, 0.9, 0.3]]), (p, 1))
+
+    def decode(coords, labels, prev, prev_valid):  # output 2 perfect, the others empty
+        return jnp.stack([bad, bad, good, bad], 1), iou_pred
+
+    loss, metrics = prompts.simulate(decode, masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S, cfg)
+    # round 0 (one point: ambiguous) backpropagates the best multimask output (2) and trains the IoU head on all 3
+    parts = losses.sam_loss(jnp.stack([bad, bad, good, bad], 1), iou_pred, masks)
+    r0 = 20 * parts["focal"][0, 2] + parts["dice"][0, 2] + ((0.2 - 0) ** 2 + (0.9 - 1) ** 2 + (0.3 - 0) ** 2) / 3
+    # later rounds: the single-mask output (0), which is empty
+    later = 20 * parts["focal"][0, 0] + parts["dice"][0, 0] + 0.1 ** 2
+    assert float(loss) == pytest.approx(float(r0 + 5 * later) / 6, rel=1e-5)
+    assert float(metrics["miou_first"]) == pytest.approx(1.0)  # highest predicted IoU among 1..3 = output 2
+    assert float(metrics["miou_last"]) == pytest.approx(0.0)   # single-mask output afterwards
+    # padding slots carry no loss
+    loss2, _ = prompts.simulate(decode, masks, boxes, jnp.arange(p) < 3, jax.random.PRNGKey(0), S, cfg)
+    assert float(loss2) == pytest.approx(float(loss), rel=1e-6)

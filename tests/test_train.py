@@ -1,0 +1,118 @@
+"""Training end to end on tiny configs (CPU): loss falls, exact resume, non-finite skips, TensorBoard, CLI."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from samjax import experiment, train
+from samjax.data.sa1b import convert
+from samjax.data.synthetic import write_synthetic
+from samjax.models import SamConfig
+
+TINY_MODEL = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,
+                       window_size=2, encoder_global_attn_indexes=(1,), prompt_embed_dim=16, mask_in_chans=4,
+                       decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=32, iou_head_hidden_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    write_synthetic(raw, 8, seed=1, size=(48, 48), num_objects=4)
+    out = tmp_path_factory.mktemp("rec")
+    convert([str(raw)], str(out), num_shards=2, workers=1, progress=False)
+    return os.path.join(out, "*.tfrecord")
+
+
+def tiny_config(files: str, **train_overrides):
+    c = experiment.base_config()
+    c.model = TINY_MODEL.replace(encoder_drop_path_rate=0.1).to_dict()
+    c.data.update(train_files=files, eval_files=files, batch_size=4, max_masks_per_image=4, worker_count=0,
+                  shuffle_window=4, cycle_length=2)
+    c.optim.update(lr=1e-2, warmup_steps=2, decay_steps=(1000,), layer_decay=0.8)
+    c.prompts.update(num_click_rounds=2, no_click_rounds=1)
+    c.train.update(**{**dict(num_steps=4, log_every=1, ckpt_every=2, async_ckpt=True, peak_flops=1e10),
+                      **train_overrides})
+    c.eval.update(every=0, num_images=2, max_masks_per_image=4, batch_masks=4, clicks=(1, 2))
+    return c
+
+
+def _params(summary):
+    return [np.asarray(x) for x in jax.tree.leaves(summary["state"]["params"])]
+
+
+def test_loss_falls_and_exports(tfrecords, tmp_path):
+    cfg = tiny_config(tfrecords, num_steps=30, log_every=1, ckpt_every=100)
+    s = train.train(cfg, str(tmp_path / "run"))
+    first = np.mean([h["loss"] for h in s["history"][:3]])
+    last = np.mean([h["loss"] for h in s["history"][-3:]])
+    assert last < 0.7 * first, (first, last)
+    assert all(0 < h["mfu"] and h["images_per_s"] > 0 for h in s["history"])
+    # exported in the samjax.infer format; evaluated; TensorBoard events written
+    import samjax.infer
+
+    samjax.infer.load(s["model_dir"])
+    assert {"miou_1pt", "miou_1pt_oracle", "miou_click1", "miou_click2"} <= set(s["eval"])
+    events = glob.glob(str(tmp_path / "run" / "tensorboard" / "events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "train/mfu",
+            "eval/miou_1pt"} <= set(tags)
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 31))
+
+
+def test_resume_is_bit_identical(tfrecords, tmp_path):
+    whole = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "a"))
+    # an "interrupted" run: the same workdir as it was after step 2
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
+    resumed = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "b"))
+    assert int(resumed["state"]["step"]) == 4
+    for a, b in zip(_params(whole), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert whole["last"]["loss"] == resumed["last"]["loss"]
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["2", "4"]
+
+
+def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
+    s = train.train(tiny_config(tfrecords, num_steps=3, debug_nonfinite_steps=(1,)), str(tmp_path / "skip"))
+    assert int(s["state"]["nonfinite"]) == 1 and int(s["state"]["streak"]) == 0
+    assert np.all([np.isfinite(p).all() for p in _params(s)])
+    with pytest.raises(train.NonFiniteError, match="2 consecutive"):
+        train.train(tiny_config(tfrecords, num_steps=6, debug_nonfinite_steps=(0, 1, 2), max_nonfinite_in_row=2),
+                    str(tmp_path / "abort"))
+
+
+def test_overrides_and_experiments():
+    c = experiment.load_experiment("tiny_synthetic")
+    experiment.apply_overrides(c, ["--config.optim.lr=1e-4", "--config.model.encoder_global_attn_indexes=(1,)",
+                                   "--config.train.async_ckpt=false", "--config.data.train_files=/x/*.tfrecord",
+                                   "--config.optim.warmup_steps=7", "--config.optim.decay_steps=(5,9)"])
+    assert c.optim.lr == 1e-4 and c.train.async_ckpt is False and c.data.train_files == "/x/*.tfrecord"
+    assert experiment.model_config(c).encoder_global_attn_indexes == (1,) and c.optim.decay_steps == (5, 9)
+    with pytest.raises(KeyError, match="no field"):
+        experiment.apply_overrides(c, ["--config.optim.nope=1"])
+    with pytest.raises(ValueError, match="expected int"):
+        experiment.apply_overrides(c, ["--config.train.num_steps=abc"])
+    vith, vitl, vitb = (experiment.load_experiment(n) for n in ("sa1b_vith", "sa1b_vitl", "sa1b_vitb"))
+    assert (vith.optim.lr, vitl.optim.lr, vitb.optim.lr) == (8e-4, 4e-4, 8e-4)
+    assert (vith.optim.layer_decay, vitl.optim.layer_decay, vitb.optim.layer_decay) == (0.8, 0.8, 0.6)
+    assert (vith.model.encoder_drop_path_rate, vitb.model.encoder_drop_path_rate) == (0.4, 0.6)
+    assert (vith.data.batch_size, vitl.data.batch_size, vitb.data.batch_size) == (256, 128, 128)
+    assert vith.train.num_steps == 90000 and tuple(vith.optim.decay_steps) == (60000, 86666)
+    assert vitl.train.num_steps == 180000 and tuple(vitl.optim.decay_steps) == (120000, 173332)
+    assert vith.optim.warmup_steps == 250 and vith.data.max_masks_per_image == 64
+    assert experiment.model_config(vith).encoder_embed_dim == 1280
+    ft = experiment.load_experiment("finetune")
+    assert ft.init.kind == "sam"
+    with pytest.raises(FileNotFoundError, match="tiny_synthetic"):
+        experiment.load_experiment("no_such_experiment")
