@@ -184,17 +184,21 @@ class Predictor:
         self.reset_image()
 
     # --- image
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Compute and cache the embedding of an (H, W, 3) uint8 image."""
+    def _prepare(self, image, image_format: str) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Check, reorder channels, resize the longest side and pad: -> ((S, S, 3) uint8, input (h, w), original (H, W))."""
         image = check_image(image, image_format)
         if image_format != self.config.image_format:
             image = image[..., ::-1]
         s = self.config.image_size
         resized = T.resize_image(np.ascontiguousarray(image), s)
+        return T.pad_image(resized, s), tuple(resized.shape[:2]), tuple(image.shape[:2])
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute and cache the embedding of an (H, W, 3) uint8 image."""
+        padded, input_size, original_size = self._prepare(image, image_format)
         self.reset_image()
-        self.original_size = tuple(image.shape[:2])
-        self.input_size = tuple(resized.shape[:2])
-        self.features = self._encode(self.params, T.pad_image(resized, s)[None], np.array([self.input_size], np.int32))
+        self.original_size, self.input_size = original_size, input_size
+        self.features = self._encode(self.params, padded[None], np.array([input_size], np.int32))
         self.is_image_set = True
 
     def encode_images(self, images, image_format: str = "RGB"):
@@ -207,15 +211,7 @@ class Predictor:
         if len(images) == 0:
             raise ValueError("images is empty")
         s = self.config.image_size
-        padded, input_sizes, original_sizes = [], [], []
-        for image in images:
-            image = check_image(image, image_format)
-            if image_format != self.config.image_format:
-                image = image[..., ::-1]
-            resized = T.resize_image(np.ascontiguousarray(image), s)
-            padded.append(T.pad_image(resized, s))
-            input_sizes.append(tuple(resized.shape[:2]))
-            original_sizes.append(tuple(image.shape[:2]))
+        padded, input_sizes, original_sizes = map(list, zip(*(self._prepare(im, image_format) for im in images)))
         n = len(padded)
         ndev = 1 if self.mesh is None else self.mesh.devices.size
         size = max(bucket(n), ndev)
