@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +29,13 @@ from samjax.models import SamConfig, abstract_params, param_logical_axes
 from samjax.sharding import MESH_AXES
 
 BATCH_AXES = ("data", "fsdp")
+
+
+def _grain():
+    """grain, imported only when a data iterator is checkpointed (the train step itself does not need it)."""
+    import grain  # noqa: PLC0415
+
+    return grain
 
 
 def make_mesh(shape: dict | tuple, devices=None) -> jax.sharding.Mesh:
@@ -151,7 +157,7 @@ class Checkpoints:
     def save(self, step: int, state: dict, data_iter=None, force: bool = False) -> bool:
         args = {"state": ocp.args.StandardSave(state)}
         if data_iter is not None:
-            args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+            args["data"] = _grain().checkpoint.CheckpointSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
     def restore(self, abstract: Any, data_iter=None, step: int | None = None) -> dict:
@@ -159,7 +165,7 @@ class Checkpoints:
         step = self.manager.latest_step() if step is None else step
         args = {"state": ocp.args.StandardRestore(abstract)}
         if data_iter is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            args["data"] = _grain().checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
     def wait(self) -> None:

@@ -52,6 +52,9 @@ class SamConfig:
     mask_threshold: float = 0.0
     # Numerics: compute dtype of activations and matmuls; parameters always stay float32.
     dtype: str = "float32"
+    # Encoder attention implementation (samjax.models.attention): "auto" picks cuDNN flash attention on GPU in
+    # bfloat16/float16, query-chunked attention for global blocks elsewhere; "xla" is the reference formula.
+    attention: str = "auto"
     # Training only (inference is unaffected): stochastic depth, rising linearly over the encoder blocks from 0 to
     # this rate (MAE / ViTDet convention; only active with `embed_images(..., train=True)`), and rematerialisation
     # of each encoder block in the backward pass (trades compute for activation memory).
@@ -84,6 +87,10 @@ class SamConfig:
             problems.append(f"encoder_drop_path_rate must be in [0, 1), got {self.encoder_drop_path_rate}")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        from samjax.models.attention import IMPLEMENTATIONS  # noqa: PLC0415
+
+        if self.attention not in IMPLEMENTATIONS:
+            problems.append(f"attention must be one of {IMPLEMENTATIONS}, got {self.attention!r}")
         if problems:
             raise ValueError("invalid SamConfig: " + "; ".join(problems))
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samjax.models.attention import attention
 from samjax.models.common import MLPBlock, conv, dense, gelu, layer_norm, partitioned
 from samjax.models.config import SamConfig
 
@@ -41,15 +42,10 @@ def window_unpartition(windows: jax.Array, window: int, pad_hw: tuple[int, int],
     return x.reshape(b, hp, wp, -1)[:, :h, :w, :]
 
 
-def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
-    """Index into a (2 * max(q, k) - 1)-row table for each (query, key) pair: (q_size, k_size) int32."""
-    q = np.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
-    k = np.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
-    return ((q - k) + (k_size - 1) * max(q_size / k_size, 1.0)).astype(np.int32)
-
-
 class Attention(nn.Module):
-    """Multi-head self-attention over a (B, H, W, C) grid with optional decomposed relative-position bias."""
+    """Multi-head self-attention over a (B, H, W, C) grid with optional decomposed relative-position bias.
+
+    impl picks the attention implementation (samjax.models.attention; all compute the official formula)."""
 
     dim: int
     num_heads: int
@@ -57,6 +53,7 @@ class Attention(nn.Module):
     use_rel_pos: bool
     input_size: tuple[int, int]
     dtype: jnp.dtype = f32
+    impl: str = "auto"  # samjax.models.attention.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -65,7 +62,7 @@ class Attention(nn.Module):
         qkv = dense(3 * c, ("embed", "qkv"), name="qkv", use_bias=self.qkv_bias, dtype=self.dtype)(x)
         qkv = qkv.reshape(b, h * w, 3, nh, hd)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, L, nh, hd)
-        logits = jnp.einsum("bqnd,bknd->bnqk", q * (hd ** -0.5), k)  # (B, nh, L, L)
+        rel_pos = None
         if self.use_rel_pos:
             rows_h, rows_w = 2 * self.input_size[0] - 1, 2 * self.input_size[1] - 1
             rel_pos_h = self.param("rel_pos_h", partitioned(nn.initializers.zeros_init(), ("rel_pos", "head_dim")),
@@ -75,15 +72,8 @@ class Attention(nn.Module):
             if rows_h != 2 * h - 1 or rows_w != 2 * w - 1:
                 raise ValueError(f"attention input {h}x{w} does not match its relative-position tables "
                                  f"({rows_h}, {rows_w} rows), built for {self.input_size}")
-            r_h = rel_pos_h.astype(self.dtype)[rel_pos_index(h, h)]  # (H, H, hd)
-            r_w = rel_pos_w.astype(self.dtype)[rel_pos_index(w, w)]  # (W, W, hd)
-            r_q = q.reshape(b, h, w, nh, hd)  # unscaled q, as the official code
-            rel_h = jnp.einsum("bhwnc,hkc->bnhwk", r_q, r_h)
-            rel_w = jnp.einsum("bhwnc,wkc->bnhwk", r_q, r_w)
-            logits = logits.reshape(b, nh, h, w, h, w) + rel_h[..., :, None] + rel_w[..., None, :]
-            logits = logits.reshape(b, nh, h * w, h * w)
-        attn = jax.nn.softmax(logits.astype(f32), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bnqk,bknd->bqnd", attn, v).reshape(b, h, w, c)
+            rel_pos = (rel_pos_h, rel_pos_w)
+        out = attention(q, k, v, rel_pos, (h, w), self.impl).reshape(b, h, w, c)
         return dense(c, ("heads", "embed"), name="proj", dtype=self.dtype)(out)
 
 
@@ -118,7 +108,7 @@ class Block(nn.Module):
             x, pad_hw = window_partition(x, self.window_size)
         size = (self.window_size, self.window_size) if self.window_size > 0 else (cfg.grid_size, cfg.grid_size)
         x = Attention(cfg.encoder_embed_dim, cfg.encoder_num_heads, cfg.encoder_qkv_bias, cfg.encoder_use_rel_pos,
-                      size, dtype=dt, name="attn")(x)
+                      size, dtype=dt, impl=cfg.attention, name="attn")(x)
         if self.window_size > 0:
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         x = shortcut + drop_path(x, self.drop_path, rngs[0])

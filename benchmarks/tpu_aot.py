@@ -1,0 +1,141 @@
+"""TPU on paper: compile for TPU ahead of time on a CPU-only machine and read the cost model's estimates.
+
+    python -m venv /tmp/tpuvenv && /tmp/tpuvenv/bin/pip install -e ".[tpu]"
+    JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m benchmarks.tpu_aot [--tiny] [--json FILE]
+
+Inference on one v5e chip (the free Colab TPU): ViT-B / ViT-H encoder in bfloat16 at batch 1 and 8, per attention
+implementation, and the decoder on 64 prompts. Training on a v5p:2x2x1 slice (4 chips): one ViT-B step with the
+full 11-round prompt simulation, 2 images x 64 masks per chip. For each executable: the cost model's estimated
+seconds (`optimal_seconds`), its FLOP count, the implied rate, and MFU = analytic model FLOPs / (estimated time x
+chips x bf16 peak). These are XLA's estimates, not measurements: a lower bound on time when memory-bound phases are
+modelled optimistically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import topologies
+from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
+
+from benchmarks.device import models
+from samjax import metrics
+from samjax.models import Sam, abstract_params
+
+ROWS: list[dict] = []
+
+
+def cost(compiled) -> tuple[float, float, float]:
+    """(estimated seconds, cost-model FLOPs, bytes per chip in use)."""
+    c = compiled.cost_analysis()
+    c = c[0] if isinstance(c, list) else c
+    mem = compiled.memory_analysis()
+    used = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+    return float(c.get("optimal_seconds", float("nan"))), float(c.get("flops", float("nan"))), float(used)
+
+
+def report(chip, what, model_flops, chips, compiled, compile_s, per="images", count=1.0) -> None:
+    est, flops, used = cost(compiled)
+    peak = metrics.PEAK_FLOPS["v5p" if "v5p" in chip else "v5e"]
+    mfu = model_flops / (est * chips * peak) if est > 0 else float("nan")
+    ROWS.append(dict(chip=chip, what=what, est_s=est, rate=count / est if est > 0 else float("nan"), per=per,
+                     mfu=mfu, xla_tflop=flops / 1e12, mem_gib=used / 2 ** 30, compile_s=compile_s))
+    print(f"[{chip}] {what}: estimated {est * 1e3:.2f} ms -> {count / est:.1f} {per}/s, MFU {100 * mfu:.1f}%, "
+          f"memory {used / 2 ** 30:.2f} GiB/chip, compile {compile_s:.0f} s", flush=True)
+
+
+def abstract_on(tree, sharding):
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+
+
+def inference(tiny: bool) -> None:
+    dev = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu").devices[0]
+    one = SingleDeviceSharding(dev)
+    cfgs = models(tiny)
+    for name in ("vit_b", "vit_h"):
+        for impl in ("xla", "chunked"):
+            cfg = cfgs[name].replace(dtype="bfloat16", attention=impl)
+            params = abstract_on(abstract_params(cfg), one)
+            for batch in (1, 8):
+                images = jax.ShapeDtypeStruct((batch, cfg.image_size, cfg.image_size, 3), jnp.bfloat16, sharding=one)
+                t0 = time.perf_counter()
+                compiled = jax.jit(lambda p, x, c=cfg: Sam(c).apply({"params": p}, x, method=Sam.embed_images)) \
+                    .lower(params, images).compile()
+                report("v5e x1", f"{name} encoder bf16 b{batch} {impl}", metrics.encoder_flops(cfg) * batch, 1,
+                       compiled, time.perf_counter() - t0, count=batch)
+    cfg = cfgs["vit_b"].replace(dtype="bfloat16")
+    params = abstract_on(abstract_params(cfg), one)
+    g, n = cfg.grid_size, 64
+    args = (jax.ShapeDtypeStruct((n, g, g, cfg.prompt_embed_dim), jnp.bfloat16, sharding=one),
+            jax.ShapeDtypeStruct((n, 1, 2), jnp.float32, sharding=one),
+            jax.ShapeDtypeStruct((n, 1), jnp.int32, sharding=one))
+    t0 = time.perf_counter()
+    compiled = jax.jit(lambda p, e, xy, lab: Sam(cfg).apply({"params": p}, e, xy, lab, None, None, True,
+                                                            method=Sam.decode)).lower(params, *args).compile()
+    report("v5e x1", f"decoder bf16 {n} prompts", metrics.decoder_flops(cfg, 2, mask_prompt=False) * n, 1, compiled,
+           time.perf_counter() - t0, per="prompts", count=n)
+
+
+def training(tiny: bool) -> None:
+    from samjax import experiment, train, train_state  # noqa: PLC0415
+
+    topo = topologies.get_topology_desc(topology_name="v5p:2x2x1", platform="tpu")
+    chips = len(topo.devices)
+    mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(chips, 1, 1), train_state.MESH_AXES,
+                             axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    cfg = experiment.load_experiment("sa1b_vitb")
+    cfg.data.batch_size = 2 * chips
+    cfg.prompts.remat_rounds = True
+    if tiny:
+        cfg.model = {**cfg.model, **models(True)["vit_b"].replace(dtype="bfloat16").to_dict(),
+                     "encoder_drop_path_rate": 0.6}
+        cfg.data.max_masks_per_image = 4
+    mc = experiment.model_config(cfg)
+    b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
+    t0 = time.perf_counter()
+    _, step, abstract, _ = train.compiled_step(cfg, mc, mesh)
+    with jax.set_mesh(mesh):
+        bsh = NamedSharding(mesh, P(train_state.BATCH_AXES))
+        batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.uint8, sharding=bsh),
+                 "input_hw": jax.ShapeDtypeStruct((b, 2), np.int32, sharding=bsh),
+                 "masks": jax.ShapeDtypeStruct((b, m, k, k), np.bool_, sharding=bsh),
+                 "mask_valid": jax.ShapeDtypeStruct((b, m), np.bool_, sharding=bsh),
+                 "boxes": jax.ShapeDtypeStruct((b, m, 4), np.float32, sharding=bsh)}
+        nan = jax.ShapeDtypeStruct((1,), np.int32, sharding=NamedSharding(mesh, P()))
+        compiled = step.lower(abstract, batch, nan).compile()
+    rounds = cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds + 1
+    flops = metrics.train_flops_per_step(mc.replace(encoder_remat=False), b, m, rounds, 2 + cfg.prompts.num_click_rounds)
+    report(f"v5p x{chips}", f"vit_b train step, {b} images x {m} masks x {rounds} rounds", flops, chips, compiled,
+           time.perf_counter() - t0, count=b)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes (checks the script)")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--sections", default="inference,training")
+    args = ap.parse_args(argv)
+    try:
+        if "inference" in args.sections:
+            inference(args.tiny)
+        if "training" in args.sections:
+            training(args.tiny)
+    finally:
+        print("\n| chip | executable | estimated time | rate | MFU | memory/chip | compile |\n|---|---|---|---|---|---|---|")
+        for r in ROWS:
+            print(f"| {r['chip']} | {r['what']} | {r['est_s'] * 1e3:.2f} ms | {r['rate']:.1f} {r['per']}/s | "
+                  f"{100 * r['mfu']:.1f}% | {r['mem_gib']:.2f} GiB | {r['compile_s']:.0f} s |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(ROWS, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
