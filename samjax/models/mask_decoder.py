@@ -3,7 +3,7 @@
 Official: segment_anything/modeling/mask_decoder.py. Output token 0 is the single-mask output, tokens 1..3
 the multimask outputs (whole / part / subpart).
 
-Shapes: image_embeddings (B|1, g, g, C), image_pe (1, g, g, C), sparse (B, N, C), dense (B, g, g, C)
+Shapes: image_embeddings (B|1, g, g, C), image_pe (1, g, g, C), sparse (B, N, C), dense (B|1, g, g, C)
 -> masks (B, M, 4g, 4g) low-res logits, iou_pred (B, M), with M = 3 (multimask) or 1.
 """
 
@@ -33,10 +33,13 @@ class MaskDecoder(nn.Module):
         tokens = jnp.concatenate([jnp.broadcast_to(output_tokens, (b, *output_tokens.shape)), sparse.astype(dt)], 1)
         if token_mask is not None:
             token_mask = jnp.concatenate([jnp.ones((b, 1 + n_masks), bool), token_mask], axis=1)
-        src = image_embeddings.astype(dt) + dense.astype(dt)  # per-prompt copy of the image embedding
-        src = jnp.broadcast_to(src, (b, *src.shape[1:]))
-        pos_src = jnp.broadcast_to(image_pe.astype(dt), src.shape)
-        _, g, _, _ = src.shape
+        # (1|B, g, g, C): batch 1 when one image serves every prompt without mask prompts; the transformer keeps
+        # it shared until it becomes prompt-specific (the official code repeats it per prompt: same values).
+        src = image_embeddings.astype(dt) + dense.astype(dt)
+        if src.shape[0] not in (1, b):
+            raise ValueError(f"image embeddings / dense prompts of batch {src.shape[0]} for {b} prompts")
+        pos_src = image_pe.astype(dt)
+        g = src.shape[1]
 
         hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask)
         iou_token_out = hs[:, 0, :]

@@ -52,6 +52,8 @@ class Sam(nn.Module):
         returns all 1 + num_multimask outputs (training); otherwise the official multimask selection.
         """
         sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
+        if masks is None:
+            dense = dense[:1]  # the same no-mask embedding for every prompt: let the decoder share it
         args = (image_embeddings, self.get_dense_pe(), sparse, dense, labels != IGNORE)
         if all_outputs:
             return self.mask_decoder.predict_masks(*args)

@@ -4,7 +4,7 @@ Official: segment_anything/modeling/transformer.py, with one addition: an option
 removes IGNORE tokens (padding added for static shapes) from every attention in which tokens are keys.
 With no IGNORE tokens the function is the official one.
 
-Shapes: image_embedding (B, h, w, C), image_pe (B|1, h, w, C), point_embedding (B, N, C)
+Shapes: image_embedding (B|1, h, w, C), image_pe (B|1, h, w, C), point_embedding (B, N, C)
 -> queries (B, N, C), keys (B, h*w, C).
 """
 
@@ -20,8 +20,25 @@ from samjax.models.config import SamConfig
 f32 = jnp.float32
 
 
+def _batched_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """einsum over a leading batch `b` where either operand may have batch 1 (shared by every row of the other):
+    the shared operand enters the product once instead of being copied B times (same arithmetic)."""
+    if x.shape[0] == y.shape[0]:
+        return jnp.einsum(spec, x, y)
+    ins, out = spec.split("->")
+    a, b = ins.split(",")
+    if y.shape[0] == 1:
+        return jnp.einsum(f"{a},{b[1:]}->{out}", x, y[0])
+    if x.shape[0] == 1:
+        return jnp.einsum(f"{a[1:]},{b}->{out}", x[0], y)
+    raise ValueError(f"batch sizes {x.shape[0]} and {y.shape[0]} do not broadcast")
+
+
 class Attention(nn.Module):
-    """Attention with q/k/v projections down to `embedding_dim // downsample_rate` channels."""
+    """Attention with q/k/v projections down to `embedding_dim // downsample_rate` channels.
+
+    q and k/v may differ in batch when one has batch 1 (the image side before it becomes prompt-specific):
+    its projections then run once for all prompts."""
 
     embedding_dim: int
     num_heads: int
@@ -40,12 +57,12 @@ class Attention(nn.Module):
         q = q.reshape(*q.shape[:2], nh, hd)
         k = k.reshape(*k.shape[:2], nh, hd)
         v = v.reshape(*v.shape[:2], nh, hd)
-        logits = jnp.einsum("bqnc,bknc->bnqk", q, k) / jnp.sqrt(jnp.asarray(hd, self.dtype))
+        logits = _batched_einsum("bqnc,bknc->bnqk", q, k) / jnp.sqrt(jnp.asarray(hd, self.dtype))
         logits = logits.astype(f32)
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
         attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bnqk,bknc->bqnc", attn, v).reshape(*attn.shape[:1], attn.shape[2], internal)
+        out = _batched_einsum("bnqk,bknc->bqnc", attn, v).reshape(*attn.shape[:1], attn.shape[2], internal)
         return dense(self.embedding_dim, axes[::-1], name="out_proj", dtype=self.dtype)(out)
 
 
@@ -87,7 +104,9 @@ class TwoWayTransformer(nn.Module):
                  token_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         cfg, dt = self.config, self.config.jnp_dtype
         b, n, c = point_embedding.shape
-        keys = image_embedding.reshape(b, -1, c)
+        # Batch 1 (one image, no per-prompt mask prompt) stays batch 1 until the first image->token attention makes
+        # the keys prompt-specific: the image-side projections before it are computed once, not once per prompt.
+        keys = image_embedding.reshape(image_embedding.shape[0], -1, c)
         key_pe = image_pe.reshape(image_pe.shape[0], -1, c)
         queries = point_embedding
         for i in range(cfg.decoder_depth):
@@ -97,4 +116,4 @@ class TwoWayTransformer(nn.Module):
         attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dtype=dt,
                          name="final_attn_token_to_image")(q, k, keys)
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm_final_attn", dtype=dt)(queries + attn)
-        return queries, keys
+        return queries, jnp.broadcast_to(keys, (b, *keys.shape[1:]))

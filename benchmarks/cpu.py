@@ -1,0 +1,165 @@
+"""samjax vs the official PyTorch SAM, side by side on this CPU: encoder, prompt-to-mask, automatic masks.
+
+    make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,amg]
+
+Same machine, same random ViT-B weights (the official model randomised, converted with samjax.convert.from_torch),
+same image (scikit-image's coffee, 400x600), float32 in both, every core. Rows: median seconds of samjax and of
+the official code and their ratio (samjax / official; < 1 is faster), plus samjax's first call (compilation
+included) in this process and in a fresh process that finds JAX's persistent compilation cache
+(samjax.compilation_cache) already filled.
+
+- encoder: one 1024x1024 ViT-B pass (set_image: preprocessing + encoder).
+- prompt: one point -> 3 masks at the image's size (predict), and 64 single-point prompts in one call
+  (samjax predict_batch vs official predict_torch + postprocessing), on a cached embedding.
+- amg: automatic mask generation, points_per_side=16, other options at their defaults (encoder included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROWS: list[tuple] = []
+
+
+def median_time(fn, repeats: int) -> float:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def row(what: str, ours: float, official: float, first: float | None = None, note: str = "") -> None:
+    ROWS.append((what, ours, official, first, note))
+    f = f"{first:.2f} s" if first is not None else "-"
+    print(f"{what:42s} samjax {ours:9.4f} s  official {official:9.4f} s  ratio {ours / official:6.3f}  first {f} "
+          f"{note}", flush=True)
+
+
+def first_call_in_fresh_process(cache_dir: str) -> dict:
+    """Runs this module's --first-calls in a new process sharing `cache_dir`: its compile times with a warm cache."""
+    env = dict(os.environ, SAMJAX_COMPILATION_CACHE=cache_dir)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cpu", "--first-calls"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def first_calls() -> dict:
+    """Compile + first run of the encoder and of the prompt decoder (one point) on a fresh Predictor."""
+    from skimage import data
+
+    from samjax.infer import Predictor
+    from samjax.models import SamConfig, init_params
+
+    import jax
+
+    cfg = SamConfig.vit_b()
+    predictor = Predictor(cfg, init_params(cfg, jax.random.PRNGKey(0)))
+    image = data.coffee()
+    t = time.perf_counter()
+    predictor.set_image(image)
+    predictor.features.block_until_ready()
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    predictor.predict(np.array([[300.0, 200.0]]), np.array([1]))
+    return {"encoder": enc, "prompt": time.perf_counter() - t}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sections", default="encoder,prompt,amg")
+    ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    from samjax import compilation_cache
+
+    if args.first_calls:
+        compilation_cache.enable()
+        print(json.dumps(first_calls()))
+        return 0
+    cache_dir = tempfile.mkdtemp(prefix="samjax_bench_cache_")
+    compilation_cache.enable(cache_dir)
+
+    import torch
+    from skimage import data
+
+    from samjax.amg import AutomaticMaskGenerator
+    from samjax.convert import from_torch
+    from samjax.infer import Predictor
+    from samjax.models import SamConfig
+    from tests.official import build_official, import_official
+
+    _, sa = import_official()
+    cfg = SamConfig.vit_b()
+    sam = build_official(cfg, seed=0)
+    params = from_torch(sam.state_dict(), cfg)
+    image = data.coffee()
+    ours, ref = Predictor(cfg, params), sa.SamPredictor(sam)
+    sections = args.sections.split(",")
+    print(f"ViT-B, random weights, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} cores, median of {args.repeats}", flush=True)
+
+    def ours_set():  # set_image returns once the encoder is dispatched; wait for it
+        ours.set_image(image)
+        ours.features.block_until_ready()
+
+    t = time.perf_counter()
+    ours_set()
+    enc_first = time.perf_counter() - t
+    with torch.no_grad():
+        ref.set_image(image)
+        if "encoder" in sections:
+            row("encoder (set_image, 1024x1024)", median_time(ours_set, args.repeats),
+                median_time(lambda: ref.set_image(image), args.repeats), enc_first)
+        if "prompt" in sections:
+            pt, lab = np.array([[300.0, 200.0]]), np.array([1])
+            t = time.perf_counter()
+            ours.predict(pt, lab)
+            first = time.perf_counter() - t
+            n = 10 * args.repeats
+            row("prompt: 1 point -> 3 masks", median_time(lambda: ours.predict(pt, lab), n),
+                median_time(lambda: ref.predict(pt, lab), n), first)
+            rng = np.random.default_rng(0)
+            pts = rng.uniform([0, 0], [image.shape[1], image.shape[0]], (64, 1, 2))
+            labs = np.ones((64, 1), np.int64)
+            t = time.perf_counter()
+            ours.predict_batch(pts, labs)
+            first = time.perf_counter() - t
+            tp = torch.as_tensor(ref.transform.apply_coords(pts, image.shape[:2]), dtype=torch.float32)
+            tl = torch.as_tensor(labs)
+            row("prompt: batch of 64 points -> 64x3 masks", median_time(lambda: ours.predict_batch(pts, labs),
+                                                                        args.repeats),
+                median_time(lambda: ref.predict_torch(tp, tl), args.repeats), first, "(per call)")
+        if "amg" in sections:
+            gen = AutomaticMaskGenerator(ours, points_per_side=16)
+            ref_gen = sa.SamAutomaticMaskGenerator(sam, points_per_side=16)
+            t = time.perf_counter()
+            gen.generate(image)
+            first = time.perf_counter() - t
+            reps = max(1, args.repeats // 2)
+            row("amg: points_per_side=16 (encoder included)", median_time(lambda: gen.generate(image), reps),
+                median_time(lambda: ref_gen.generate(image), reps), first)
+    fresh = first_call_in_fresh_process(cache_dir)
+    print(f"\nfirst call in a fresh process with the persistent compilation cache: encoder {fresh['encoder']:.2f} s "
+          f"(this process, cold: {enc_first:.2f} s), prompt {fresh['prompt']:.2f} s")
+    print("\n| measurement | samjax | official | samjax / official | samjax first call |\n|---|---|---|---|---|")
+    for what, o, r, first, note in ROWS:
+        f = f"{first:.2f} s" if first is not None else "-"
+        print(f"| {what} {note} | {o * 1e3:.1f} ms | {r * 1e3:.1f} ms | {o / r:.3f} | {f} |")
+    print(f"| fresh process, warm compilation cache: first set_image / first predict | {fresh['encoder']:.2f} s / "
+          f"{fresh['prompt']:.2f} s | | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
