@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo train test test-fast bench-data bench-amg clean
+.PHONY: demo train test test-fast bench bench-device bench-tpu bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,19 @@ test: $(VENV)/.full
 test-fast: $(VENV)/.full
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+## bench: samjax vs the official PyTorch SAM on this CPU (encoder, prompt-to-mask, automatic masks): ratios.
+bench: $(VENV)/.full
+	$(BIN)/python -m benchmarks.cpu
+
+## bench-device: encoder / decoder / training-step throughput and MFU on the accelerator of this host (GPU or TPU).
+bench-device: $(VENV)/.core
+	$(BIN)/python -m benchmarks.device
+
+## bench-tpu: TPU cost-model estimates from ahead-of-time compilation, no TPU needed (separate venv with libtpu).
+bench-tpu:
+	test -x .venv-tpu/bin/python || ($(PY) -m venv .venv-tpu && .venv-tpu/bin/pip install -q -e ".[tpu]")
+	JAX_PLATFORMS=cpu .venv-tpu/bin/python -m benchmarks.tpu_aot
+
 ## bench-data: input-pipeline throughput on SA-1B-sized synthetic images (images/s per core).
 bench-data: $(VENV)/.core
 	$(BIN)/python -m samjax.data.bench
@@ -45,4 +58,4 @@ train: $(VENV)/.core
 	$(BIN)/python -m samjax.train --experiment=tiny_synthetic --workdir=workdir/tiny_synthetic
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) .venv-tpu out .pytest_cache

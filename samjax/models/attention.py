@@ -44,14 +44,16 @@ def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
 
 
 def rel_pos_terms(q: jax.Array, rel_pos_h: jax.Array, rel_pos_w: jax.Array, hw: tuple[int, int]):
-    """q (B, L, nh, hd) unscaled -> rel_h (B, H, W, nh, H) and rel_w (B, H, W, nh, W): the bias of query (y, x)
-    towards key row r / key column c."""
+    """q (B, L, nh, hd) unscaled -> rel_h (B, H, W, nh, H) and rel_w (B, H, W, nh, W) float32: the bias of query
+    (y, x) towards key row r / key column c."""
     h, w = hw
     b, _, nh, hd = q.shape
     r_h = rel_pos_h.astype(q.dtype)[rel_pos_index(h, h)]  # (H, H, hd)
     r_w = rel_pos_w.astype(q.dtype)[rel_pos_index(w, w)]  # (W, W, hd)
     q = q.reshape(b, h, w, nh, hd)
-    return jnp.einsum("bhwnc,hkc->bhwnk", q, r_h), jnp.einsum("bhwnc,wkc->bhwnk", q, r_w)
+    f32 = jnp.float32
+    return (jnp.einsum("bhwnc,hkc->bhwnk", q, r_h, preferred_element_type=f32),
+            jnp.einsum("bhwnc,wkc->bhwnk", q, r_w, preferred_element_type=f32))
 
 
 def resolve(impl: str, dtype, num_tokens: int) -> str:
@@ -89,13 +91,18 @@ def _bias(rel, hw) -> jax.Array:
 
 
 def _softmax_av(logits: jax.Array, v: jax.Array) -> jax.Array:
-    """logits (B, nh, Lq, L) in any dtype -> softmax in float32 -> attn @ v (B, Lq, nh, hd)."""
+    """logits (B, nh, Lq, L) float32 -> softmax in float32 -> attn @ v (B, Lq, nh, hd) in v's dtype."""
     attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("bnqk,bknd->bqnd", attn, v)
 
 
+def _logits(q, k):
+    """q k^T accumulated and returned in float32 whatever the compute dtype (bf16 logits lose the bias's detail)."""
+    return jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+
+
 def _xla(q, k, v, rel, hw, scale):
-    logits = jnp.einsum("bqnd,bknd->bnqk", q * scale, k)
+    logits = _logits(q * scale, k)
     if rel is not None:
         logits = logits + _bias(rel, hw)
     return _softmax_av(logits, v)
@@ -117,7 +124,7 @@ def _chunked(q, k, v, rel, hw, scale):
     @jax.checkpoint
     def block(args):
         qc, rh, rw = args
-        logits = jnp.einsum("bqnd,bknd->bnqk", qc, k)
+        logits = _logits(qc, k)
         if rel is not None:
             logits = logits + _bias((rh, rw), hw)
         return _softmax_av(logits, v)
@@ -134,7 +141,7 @@ def fold_rel_pos(q, k, rel, hw, scale, multiple: int = 8):
     q_parts, k_parts = [q * scale], [k]
     if rel is not None:
         rel_h, rel_w = rel
-        q_parts += [rel_h.reshape(b, length, nh, h), rel_w.reshape(b, length, nh, w)]
+        q_parts += [rel_h.reshape(b, length, nh, h).astype(q.dtype), rel_w.reshape(b, length, nh, w).astype(q.dtype)]
         row = jnp.broadcast_to(jnp.eye(h, dtype=k.dtype)[:, None, None, :], (h, w, nh, h)).reshape(length, nh, h)
         col = jnp.broadcast_to(jnp.eye(w, dtype=k.dtype)[None, :, None, :], (h, w, nh, w)).reshape(length, nh, w)
         k_parts += [jnp.broadcast_to(row, (b, length, nh, h)), jnp.broadcast_to(col, (b, length, nh, w))]
