@@ -10,7 +10,7 @@ with the lowest-loss-of-3 rule), evaluates on held-out synthetic images (WORKDIR
 Data: 128x128 images, each a textured background (flat+noise, stripes, checkers, gradients) with 6 overlapping
 shapes (ellipses, rectangles, star polygons, blobs) of random textures, heights log-uniform in 0.1-0.6 of the side
 (13-77 px), about half with 1-3 textured parts (own masks: a point on a part is ambiguous); occlusion makes every
-mask the visible region; 1000 train / 40 held-out images (seeds disjoint). Single-point mIoU: one point at each
+mask the visible region; 1000 train / 40 held-out images (disjoint image ids). Single-point mIoU: one point at each
 mask's interior centre, the highest-predicted-IoU of the 3 outputs, IoU on the 32x32 low-res grid
 (samjax.evaluate).
 
