@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
         "max_masks_per_image": 64, "max_mask_area_fraction": 0.9, "shuffle_window": 256, "worker_count": 8,
         "cycle_length": 8, "skip_corrupt": True,
         # Synthetic SA-1B data made in WORKDIR/data when train_files is empty (tiny_synthetic).
-        "synthetic": {"num_train": 0, "num_eval": 0, "height": 128, "width": 128, "objects": 0, "shards": 4},
+        "synthetic": {"num_train": 0, "num_eval": 0, "height": 128, "width": 128, "objects": 0, "shards": 4,
+                      "min_object_frac": 0.04},  # objects' smallest height / shorter side
     })
     c.optim = ml_collections.ConfigDict({
         "lr": 8e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1, "layer_decay": 0.8,

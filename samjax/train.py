@@ -60,7 +60,7 @@ def prepare_synthetic(cfg, workdir: str) -> tuple[str, str]:
         if not os.path.exists(os.path.join(dst, "done")):
             raw = os.path.join(workdir, "data", f"{split}_raw")
             write_synthetic(raw, n, seed=cfg.seed, size=(s.height, s.width), first_id=first,
-                            num_objects=s.objects or None)
+                            num_objects=s.objects or None, min_object_frac=s.get("min_object_frac", 0.04))
             convert([raw], dst, num_shards=max(1, min(s.shards, n)), workers=1, progress=False)
             open(os.path.join(dst, "done"), "w").close()
         out[split] = os.path.join(dst, "*.tfrecord")

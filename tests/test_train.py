@@ -112,6 +112,9 @@ def test_overrides_and_experiments():
     assert vitl.train.num_steps == 180000 and tuple(vitl.optim.decay_steps) == (120000, 173332)
     assert vith.optim.warmup_steps == 250 and vith.data.max_masks_per_image == 64
     assert experiment.model_config(vith).encoder_embed_dim == 1280
+    for paper in (vith, vitl, vitb):  # tiny_synthetic's deviations stay in its own file
+        assert (paper.prompts.num_click_rounds, paper.prompts.no_click_rounds, paper.prompts.box_prob) == (8, 2, 0.5)
+        assert (paper.loss.focal_weight, paper.loss.dice_weight, paper.loss.iou_weight) == (20.0, 1.0, 1.0)
     ft = experiment.load_experiment("finetune")
     assert ft.init.kind == "sam"
     with pytest.raises(FileNotFoundError, match="tiny_synthetic"):

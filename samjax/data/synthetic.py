@@ -12,6 +12,7 @@ Image `i` depends only on (seed, image_id), never on the other images.
     python -m samjax.data.synthetic --out DIR --num-images N --seed S [--size HxW] [--tar]
 
 `--size 1500x2250` (the default) gives SA-1B-sized images with ~100 masks; tests use e.g. `--size 96x128`.
+Object heights are log-uniform from `--min-object-frac` (default 0.04) to 0.6 of the shorter side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import tarfile
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
+
+
+MIN_OBJECT_FRAC, MAX_OBJECT_FRAC = 0.04, 0.6  # object height range, as fractions of the shorter image side
 
 
 def _shape_mask(rng: np.random.Generator, bh: int, bw: int) -> np.ndarray:
@@ -73,8 +77,11 @@ def _texture(rng: np.random.Generator, bh: int, bw: int) -> np.ndarray:
     return tex.astype(np.float32)
 
 
-def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None):
-    """One synthetic SA-1B sample: (jpeg bytes, SA-1B JSON dict). Deterministic in (seed, image_id)."""
+def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None,
+                min_object_frac: float = MIN_OBJECT_FRAC):
+    """One synthetic SA-1B sample: (jpeg bytes, SA-1B JSON dict). Deterministic in (seed, image_id).
+
+    Object heights are log-uniform in [min_object_frac, 0.6] x the shorter image side (at least 3 px)."""
     rng = np.random.default_rng([seed, image_id])
     h, w = height, width
     if num_objects is None:
@@ -98,7 +105,7 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
 
     side = min(h, w)
     for _ in range(num_objects):
-        bh = int(np.clip(side * np.exp(rng.uniform(np.log(0.04), np.log(0.6))), 3, h))
+        bh = int(np.clip(side * np.exp(rng.uniform(np.log(min_object_frac), np.log(MAX_OBJECT_FRAC))), 3, h))
         bw = int(np.clip(bh * np.exp(rng.uniform(-0.7, 0.7)), 3, w))
         y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
         whole = _shape_mask(rng, bh, bw)
@@ -145,7 +152,8 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
 
 
 def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size: tuple[int, int] = (1500, 2250),
-                    tar: bool = False, first_id: int = 1, num_objects: int | None = None) -> list[str]:
+                    tar: bool = False, first_id: int = 1, num_objects: int | None = None,
+                    min_object_frac: float = MIN_OBJECT_FRAC) -> list[str]:
     """Writes `num_images` samples to `out` as sa_N.jpg/sa_N.json (or one tar `sa_000000.tar`); returns paths."""
     os.makedirs(out, exist_ok=True)
     h, w = size
@@ -153,7 +161,7 @@ def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size
     tf = tarfile.open(os.path.join(out, "sa_000000.tar"), "w") if tar else None
     try:
         for image_id in range(first_id, first_id + num_images):
-            jpeg, doc = make_sample(seed, image_id, h, w, num_objects)
+            jpeg, doc = make_sample(seed, image_id, h, w, num_objects, min_object_frac)
             for name, data in ((f"sa_{image_id}.jpg", jpeg), (f"sa_{image_id}.json", json.dumps(doc).encode())):
                 if tf is not None:
                     info = tarfile.TarInfo(name)
@@ -177,10 +185,13 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="1500x2250", help="HxW")
     p.add_argument("--objects", type=int, default=None, help="objects per image (default: by size, ~100 masks at SA-1B size)")
+    p.add_argument("--min-object-frac", type=float, default=MIN_OBJECT_FRAC,
+                   help="smallest object height / shorter side (default %(default)s; the largest is 0.6)")
     p.add_argument("--tar", action="store_true", help="write one tar shard sa_000000.tar like the SA-1B release")
     a = p.parse_args(argv)
     h, w = (int(v) for v in a.size.lower().split("x"))
-    paths = write_synthetic(a.out, a.num_images, a.seed, (h, w), a.tar, num_objects=a.objects)
+    paths = write_synthetic(a.out, a.num_images, a.seed, (h, w), a.tar, num_objects=a.objects,
+                            min_object_frac=a.min_object_frac)
     print(f"wrote {a.num_images} synthetic SA-1B images ({h}x{w}) to {a.out} ({len(paths)} files)")
 
 

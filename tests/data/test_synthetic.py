@@ -1,0 +1,17 @@
+import numpy as np
+
+from samjax.data.synthetic import MIN_OBJECT_FRAC, make_sample
+
+
+def test_default_object_size_range_is_unchanged():
+    assert MIN_OBJECT_FRAC == 0.04
+    assert make_sample(4, 2, 64, 64, 6) == make_sample(4, 2, 64, 64, 6, min_object_frac=0.04)
+
+
+def test_min_object_frac_raises_object_sizes():
+    def areas(frac):
+        return np.array([a["area"] for i in range(12) for a in make_sample(0, i, 128, 128, 6, frac)[1]["annotations"]])
+
+    small, large = areas(0.04), areas(0.1)
+    assert np.median(large) > 1.5 * np.median(small)
+    assert (large < 64).mean() < (small < 64).mean()  # fewer masks under 8x8 px
