@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # a file, no display
     out = Path(a.out) if a.out else Path(a.workdir) / "curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig = plot_curves(scalars, title=str(a.workdir))
+    fig = plot_curves(scalars, title=f"training run {Path(a.workdir).resolve().name}")
     fig.savefig(out, dpi=100)
     steps = scalars["train/loss"][0]
     print(f"wrote {out} ({len(steps)} logged steps, {int(steps[0])}..{int(steps[-1])}; "
