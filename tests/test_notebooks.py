@@ -79,3 +79,22 @@ def test_notebook_runs(name, session, monkeypatch):
     if name == "finetune":
         assert (work / "finetune" / "run" / "model" / "config.json").is_file()
         assert "mean IoU: before" in text and "loss " in text
+
+
+def test_documented_commands_on_a_training_workdir(session, tmp_path, capsys):
+    """README's `python -m samjax.plot WORKDIR` and `python -m samjax.evaluate` on the workdir of the real (short)
+    tiny_synthetic run the notebooks made: the layout `make train` leaves."""
+    from samjax import evaluate, plot
+
+    root, _ = session
+    workdir = root / "work" / "tiny_synthetic"
+    if not (workdir / "model").is_dir():
+        pytest.skip("needs the tiny_synthetic run of test_notebook_runs[predict] (run the whole file)")
+    assert plot.main([str(workdir), "--out", str(tmp_path / "curves.png")]) == 0
+    assert "8 logged steps, 1..8" in capsys.readouterr().out  # log_every 1 in the notebooks' smoke run
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    data = str(workdir / "data" / "eval" / "*.tfrecord")
+    assert evaluate.main(["--checkpoint", str(workdir / "model"), "--data", data, "--num-images", "2",
+                          "--max-masks", "4", "--clicks", "1", "--out", str(tmp_path / "eval.json")]) == 0
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["num_images"] == 2 and 0.0 <= res["miou_1pt"] <= 1.0
