@@ -20,6 +20,7 @@ pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["predict", "amg", "finetune"]  # predict first: it trains the shared tiny model
+FIGURES = {"predict": 4, "amg": 1, "finetune": 3}  # matplotlib figures each draws
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,9 @@ def session(tmp_path_factory):
         "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
         "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "",
         "PIP_NO_INDEX": "1",
+        # One XLA compilation cache for the three kernels: the predictor's compiled code is shared, as it would
+        # be between runs of one Colab session.
+        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
     }
     return root, env
 
@@ -68,7 +72,7 @@ def test_notebook_runs(name, session, monkeypatch):
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "running on: CPU" in text and "no accelerator" in text
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert images >= 2, f"{name}: expected matplotlib figures, got {images}"
+    assert images >= FIGURES[name], f"{name}: expected {FIGURES[name]} matplotlib figures, got {images}"
     work = root / "work"
     assert (work / "tiny_synthetic" / "model" / "config.json").is_file()
     if name == "predict":
