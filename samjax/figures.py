@@ -45,32 +45,27 @@ def render(model_dir: str | Path, out: str | Path, seed: int = 2024, image_id: i
     from samjax import viz  # noqa: PLC0415
     from samjax.amg import AutomaticMaskGenerator  # noqa: PLC0415
     from samjax.data.synthetic import decoded_sample  # noqa: PLC0415
-    from samjax.evaluate import interior_point, iou  # noqa: PLC0415
+    from samjax.evaluate import iou  # noqa: PLC0415
 
     model_dir = Path(model_dir)
     predictor = samjax.infer.load(model_dir)
     size = predictor.config.image_size
     image, gt = decoded_sample(seed, image_id, size, size)
-    objects = sorted(gt, key=lambda m: -m.sum())
-    click = [interior_point(m)[::-1] for m in objects[:3]]  # (x, y) deep inside the 3 largest objects
-    ys, xs = np.nonzero(objects[1])
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+    pr = prompts_from_objects(gt)
     predictor.set_image(image)
 
-    masks, scores, _ = predictor.predict(point_coords=np.array([click[0]]) + 0.5, point_labels=np.array([1]))
+    masks, scores, _ = predictor.predict(point_coords=pr["point"], point_labels=np.array([1]))
     one = masks[np.argmax(scores)]
-    boxed = predictor.predict(box=box, multimask_output=False)[0][0]
-    background = interior_point(~gt.any(0))[::-1] if not gt.any(0).all() else click[0]
-    multi_pts = np.array([click[2], _second_click(objects[2]), background]) + 0.5
-    multi_lab = np.array([1, 1, 0])
-    multi = predictor.predict(point_coords=multi_pts, point_labels=multi_lab, multimask_output=False)[0][0]
+    boxed = predictor.predict(box=pr["box"], multimask_output=False)[0][0]
+    multi = predictor.predict(point_coords=pr["clicks"], point_labels=pr["click_labels"], multimask_output=False)[0][0]
     anns = AutomaticMaskGenerator(predictor, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                                   stability_score_thresh=stability_score_thresh).generate(image)
+    objects = pr["objects"]
     ious = {"1 click": iou(one, objects[0]), "box": iou(boxed, objects[1]), "3 clicks": iou(multi, objects[2])}
 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.9))
-    panels = [("1 click", one, np.array([click[0]]) + 0.5, np.array([1]), None),
-              ("box", boxed, None, None, box), ("3 clicks", multi, multi_pts, multi_lab, None)]
+    panels = [("1 click", one, pr["point"], np.array([1]), None), ("box", boxed, None, None, pr["box"]),
+              ("3 clicks", multi, pr["clicks"], pr["click_labels"], None)]
     for ax, (name, mask, pts, labels, b) in zip(axes, panels):
         ax.imshow(image)
         viz.show_mask(ax, mask)
@@ -92,17 +87,29 @@ def render(model_dir: str | Path, out: str | Path, seed: int = 2024, image_id: i
     return {"path": str(out), "ious": ious, "num_auto_masks": len(anns)}
 
 
-def _second_click(mask: np.ndarray) -> tuple[int, int]:
-    """(x, y) of a second click inside `mask`: the interior centre of its larger side (left or right of its own
-    interior centre), so two clicks cover more of the object than one."""
+def prompts_from_objects(masks: np.ndarray) -> dict:
+    """Prompts (x, y pixel centres) for the objects of a synthetic image, (K, H, W) bool ground-truth masks, K >= 3:
+    objects (the masks, largest first); point (1, 2) deep inside object 0 (the maximum of its distance
+    transform); box (4,) XYXY around object 1; clicks (3, 2) with click_labels (3,): two foreground clicks on
+    object 2 (its interior centre, and the centre of its larger side beside that) and one background click in
+    no object at all."""
     from samjax.evaluate import interior_point  # noqa: PLC0415
 
-    r, c = interior_point(mask)
-    left, right = mask.copy(), mask.copy()
+    objects = sorted(masks, key=lambda m: -m.sum())
+    if len(objects) < 3:
+        raise ValueError(f"need at least 3 objects, got {len(objects)}")
+    inside = lambda m: np.array(interior_point(m)[::-1], np.float64) + 0.5  # noqa: E731  (row, col) -> (x, y)
+    ys, xs = np.nonzero(objects[1])
+    r, c = interior_point(objects[2])
+    left, right = objects[2].copy(), objects[2].copy()
     left[:, c:] = False
     right[:, : c + 1] = False
     side = left if left.sum() >= right.sum() else right
-    return interior_point(side)[::-1] if side.any() else (c, r)
+    free = ~masks.any(0)
+    clicks = [inside(objects[2]), inside(side) if side.any() else inside(objects[2]),
+              inside(free) if free.any() else inside(objects[0])]
+    return {"objects": objects, "point": inside(objects[0])[None], "box": np.array([xs.min(), ys.min(), xs.max() + 1,
+            ys.max() + 1], np.float64), "clicks": np.stack(clicks), "click_labels": np.array([1, 1, 0])}
 
 
 def main(argv: list[str] | None = None) -> int:
