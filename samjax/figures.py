@@ -34,7 +34,7 @@ def describe_model(model_dir: Path) -> str:
 
 
 def render(model_dir: str | Path, out: str | Path, seed: int = 2024, image_id: int = 3, points_per_side: int = 16,
-           pred_iou_thresh: float = 0.5, stability_score_thresh: float = 0.6) -> dict:
+           pred_iou_thresh: float = 0.3, stability_score_thresh: float = 0.6) -> dict:
     """Writes the PNG; returns {"path", "ious": per prompt panel, "num_auto_masks"}."""
     import matplotlib  # noqa: PLC0415
 
