@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo train test test-fast bench bench-device bench-tpu bench-data bench-amg clean
+.PHONY: demo train figures test test-fast bench bench-device bench-tpu bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,15 @@ bench-amg: $(VENV)/.full
 ## (<= 15 min on 2 cores), evaluation, export to workdir/tiny_synthetic/model and a demo image. Re-run resumes.
 train: $(VENV)/.core
 	$(BIN)/python -m samjax.train --experiment=tiny_synthetic --workdir=workdir/tiny_synthetic
+
+## figures: the README's pictures from the tiny_synthetic model (runs `make train` first when there is no model):
+## docs/overlay.png (predictor + automatic masks on a held-out image), docs/curves.png (its training curves).
+workdir/tiny_synthetic/model/config.json:
+	$(MAKE) train
+
+figures: $(VENV)/.core workdir/tiny_synthetic/model/config.json
+	$(BIN)/python -m samjax.figures --model workdir/tiny_synthetic/model --out docs/overlay.png
+	$(BIN)/python -m samjax.plot workdir/tiny_synthetic --out docs/curves.png
 
 clean:
 	rm -rf $(VENV) .venv-tpu out .pytest_cache

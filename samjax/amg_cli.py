@@ -67,7 +67,7 @@ def list_inputs(path: Path) -> list[Path]:
         return sorted(f for f in path.iterdir() if not f.name.startswith(".") and f.is_file())
     if path.exists():
         return [path]
-    raise FileNotFoundError(f"--input {str(path)!r} does not exist")
+    raise FileNotFoundError(f"--input {str(path)!r} does not exist: give an image file or a folder of images")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -111,16 +111,21 @@ def save(records: list[dict], target: Path, rle: bool) -> None:
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
-    from samjax import infer
+    from samjax import infer, runtime
     from samjax.amg import AutomaticMaskGenerator
 
     import jax
 
-    inputs = list_inputs(Path(a.input))
+    runtime.check_devices()
+    try:  # first-contact mistakes (no such input, no such checkpoint, not a SAM checkpoint): one line, exit 2
+        inputs = list_inputs(Path(a.input))
+        mesh = infer.data_mesh() if len(jax.local_devices()) > 1 else None
+        predictor = infer.load(a.checkpoint, model=a.model_type, mesh=mesh)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     out_dir = Path(a.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mesh = infer.data_mesh() if len(jax.local_devices()) > 1 else None
-    predictor = infer.load(a.checkpoint, model=a.model_type, mesh=mesh)
     options = {flag.replace("-", "_"): getattr(a, flag.replace("-", "_")) for flag, *_ in GENERATOR_OPTIONS}
     gen = AutomaticMaskGenerator(predictor, output_mode="coco_rle" if a.convert_to_rle else "binary_mask", **options)
 

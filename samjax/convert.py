@@ -86,8 +86,18 @@ def detect_model(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
+OFFICIAL_CHECKPOINTS = ("an official SAM checkpoint (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth "
+                        "from github.com/facebookresearch/segment-anything#model-checkpoints)")
+_SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+
+
 def check_state_dict(state_dict: Mapping[str, Any], config: SamConfig) -> None:
-    """Raise CheckpointMismatchError listing missing, unexpected and mis-shaped keys, if any."""
+    """Raise CheckpointMismatchError listing missing, unexpected and mis-shaped keys, if any. A state dict with no
+    SAM key at all (some other model's weights) gets one line instead of a list of every key."""
+    if not any(str(k).startswith(_SAM_PREFIXES) for k in state_dict):
+        some = ", ".join(repr(k) for k in list(state_dict)[:3])
+        raise CheckpointMismatchError(f"not a SAM checkpoint: none of its {len(state_dict)} keys ({some}, ...) "
+                                      f"belongs to image_encoder / prompt_encoder / mask_decoder; use {OFFICIAL_CHECKPOINTS}")
     expected = torch_shapes(config)
     got = {k: tuple(np.shape(v)) for k, v in state_dict.items() if k not in _BUFFERS}
     missing = sorted(set(expected) - set(got))
@@ -155,6 +165,12 @@ def random_state_dict(config: SamConfig, seed: int = 0) -> dict[str, np.ndarray]
     return to_torch(flax.traverse_util.unflatten_dict(params), config)
 
 
+def _unreadable(path: Path, e: Exception) -> str:
+    """One line: torch's unpickling errors run to a dozen lines; the first says enough."""
+    first = (str(e).strip().splitlines() or [""])[0][:160]
+    return f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first}); use {OFFICIAL_CHECKPOINTS}"
+
+
 def load_torch_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an official `.pth` state dict as numpy arrays. Zip-format checkpoints (all official SAM ones) are
     read without torch (samjax.pth); anything else falls back to torch.load when torch is installed.
@@ -163,7 +179,7 @@ def load_torch_checkpoint(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected an official SAM .pth file)")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist: give the path of {OFFICIAL_CHECKPOINTS}")
     try:
         sd = pth.load_state_dict(path)
     except pth.UnsupportedCheckpoint as unsupported:
@@ -175,9 +191,9 @@ def load_torch_checkpoint(path: str | Path) -> dict[str, Any]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+            raise ValueError(_unreadable(path, e)) from e
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(_unreadable(path, e)) from e
     for wrapper in ("model", "state_dict"):
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]
@@ -195,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                         help="compute dtype recorded in the config (params stay float32)")
     args = parser.parse_args(argv)
-    from samjax import checkpoint
+    from samjax import checkpoint, runtime
 
+    runtime.check_devices()
     try:
         sd = load_torch_checkpoint(args.checkpoint)
         model = detect_model(sd) if args.model == "auto" else args.model

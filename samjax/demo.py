@@ -50,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
 
-    from samjax import convert, infer
+    from samjax import convert, infer, runtime
     from samjax.models import SamConfig
 
     if args.image:
         path = Path(args.image)
         if not path.is_file():
-            print(f"error: image {str(path)!r} does not exist", file=sys.stderr)
+            print(f"error: image {str(path)!r} does not exist: give an image file (jpg, png, ...), or leave out "
+                  "--image for the bundled photo", file=sys.stderr)
             return 2
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --point must be 'x,y' pixels, got {args.point!r}", file=sys.stderr)
         return 2
 
+    runtime.check_devices()
     t0 = time.perf_counter()
     if args.checkpoint:
         try:

@@ -179,10 +179,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the metrics JSON here")
     a = p.parse_args(argv)
+    from samjax import runtime  # noqa: PLC0415
     from samjax.checkpoint import load_model  # noqa: PLC0415
 
-    config, params = load_model(a.checkpoint)
-    examples = load_examples(a.data, config, a.num_images, a.max_masks, a.seed)
+    runtime.check_devices()
+    try:
+        config, params = load_model(a.checkpoint)
+        examples = load_examples(a.data, config, a.num_images, a.max_masks, a.seed)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not examples:
         print(f"no images with masks in {a.data}", file=sys.stderr)
         return 1

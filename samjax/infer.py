@@ -348,7 +348,7 @@ def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | Non
 
     path = Path(checkpoint)
     overrides = {"dtype": dtype} if dtype else {}
-    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
+    if path.suffix in (".pth", ".pt", ".bin") and not path.is_dir():  # a missing .pth: say so, not "no directory"
         sd = convert.load_torch_checkpoint(path)
         name = convert.detect_model(sd) if model == "auto" else model
         if name is None:

@@ -402,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m samjax.train --experiment=NAME --workdir=DIR [--config.FIELD=VALUE ...]",
               file=sys.stderr)
         return 2
-    maybe_initialize_distributed()
+    from samjax import runtime  # noqa: PLC0415
+
+    with runtime.accelerator_errors():  # a TPU held by another process: one line, exit code 2
+        maybe_initialize_distributed()
+        jax.devices()
     cfg = experiment.apply_overrides(experiment.load_experiment(exp), overrides)
     try:
         s = train(cfg, workdir)

@@ -9,10 +9,8 @@ spread predicted IoUs. Deterministic (seeded, single-threaded torch), about 15-3
 from __future__ import annotations
 
 import functools
-import io
 
 import numpy as np
-from PIL import Image
 
 from samjax.models import SamConfig
 
@@ -25,15 +23,9 @@ AMG_CONFIG = SamConfig(image_size=64, patch_size=4, encoder_embed_dim=32, encode
 
 def synthetic_image(seed: int, image_id: int, h: int, w: int, num_objects: int | None = None):
     """(H, W, 3) uint8 RGB and (K, H, W) bool object masks from samjax.data.synthetic."""
-    from pycocotools import mask as mask_utils
+    from samjax.data.synthetic import decoded_sample
 
-    from samjax.data.synthetic import make_sample
-
-    jpeg, doc = make_sample(seed, image_id, h, w, num_objects)
-    image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-    masks = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
-             for a in doc["annotations"]]
-    return image, np.stack(masks).astype(bool) if masks else np.zeros((0, h, w), bool)
+    return decoded_sample(seed, image_id, h, w, num_objects)
 
 
 @functools.lru_cache(maxsize=1)

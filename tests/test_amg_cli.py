@@ -88,8 +88,9 @@ def test_single_image_to_coco_json(setup, tmp_path):
 
 def test_missing_input_and_module_entry_point(setup, tmp_path):
     ckpt, *_ = setup
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(SystemExit) as e:  # one line on stderr, not a traceback (tests/test_first_contact.py)
         main(["--checkpoint", str(ckpt), "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
+    assert e.value.code == 2
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-m", "samjax.amg", "--help"], env=env, capture_output=True, text=True,
                          timeout=120)

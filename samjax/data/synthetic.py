@@ -151,6 +151,16 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
     return buf.getvalue(), doc
 
 
+def decoded_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None):
+    """`make_sample` decoded: image (H, W, 3) uint8 RGB (after the JPEG round trip) and masks (K, H, W) bool, one
+    per annotation in the JSON's order. For notebooks, figures and tests that need pixels, not files."""
+    jpeg, doc = make_sample(seed, image_id, height, width, num_objects)
+    image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    masks = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
+             for a in doc["annotations"]]
+    return image, (np.stack(masks).astype(bool) if masks else np.zeros((0, height, width), bool))
+
+
 def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size: tuple[int, int] = (1500, 2250),
                     tar: bool = False, first_id: int = 1, num_objects: int | None = None,
                     min_object_frac: float = MIN_OBJECT_FRAC) -> list[str]:

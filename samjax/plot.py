@@ -1,0 +1,103 @@
+"""Training curves from a run's TensorBoard event files, as a PNG (no TensorBoard server needed).
+
+    python -m samjax.plot WORKDIR [--out curves.png]      # default: WORKDIR/curves.png
+
+Left: the loss (`train/loss`) and its parts (focal, dice, IoU MSE, as logged). Right: mIoU of the first and
+last prompt-simulation rounds on the training batches (`train/miou_first`, `train/miou_last`) and the held-out
+single-point mIoU (`eval/miou_1pt`) where the run evaluated. Tags are those `samjax.train` writes
+(samjax.metrics.TensorBoard); WORKDIR may be the run's workdir or its tensorboard/ folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LOSS_TAGS = {"train/loss": "loss", "train/focal": "focal", "train/dice": "dice", "train/iou_mse": "IoU MSE"}
+MIOU_TAGS = {"train/miou_first": "train, first prompt", "train/miou_last": "train, last round",
+             "eval/miou_1pt": "held-out, 1 point"}
+
+
+def event_dir(workdir: str | Path) -> Path:
+    """WORKDIR/tensorboard if it exists, else WORKDIR itself; FileNotFoundError when it holds no event files."""
+    workdir = Path(workdir)
+    logdir = workdir / "tensorboard" if (workdir / "tensorboard").is_dir() else workdir
+    if not any(logdir.glob("events.out.tfevents.*")):
+        raise FileNotFoundError(f"no TensorBoard event files in {str(logdir)!r}: give the --workdir of a "
+                                "python -m samjax.train run (it writes WORKDIR/tensorboard/events.out.tfevents.*)")
+    return logdir
+
+
+def read_scalars(workdir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every scalar tag -> (steps (T,) int64, values (T,) float64), sorted by step; a resumed run's repeated
+    steps keep the last value written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+
+    acc = EventAccumulator(str(event_dir(workdir)), size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        by_step = {e.step: e.value for e in acc.Scalars(tag)}
+        steps = np.array(sorted(by_step), np.int64)
+        out[tag] = (steps, np.array([by_step[s] for s in steps], np.float64))
+    return out
+
+
+def plot_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], title: str = ""):
+    """A matplotlib Figure: loss curves (left, log scale) and mIoU curves (right)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, tags in ((ax_loss, LOSS_TAGS), (ax_miou, MIOU_TAGS)):
+        for tag, label in tags.items():
+            if tag in scalars:
+                steps, values = scalars[tag]
+                style = "o-" if len(steps) < 5 or tag.startswith("eval/") else "-"
+                ax.plot(steps, values, style, label=label, lw=1.5 if tag in ("train/loss", "eval/miou_1pt") else 1)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    ax_loss.set_title("loss")
+    if ax_loss.lines and all(np.all(line.get_ydata() > 0) for line in ax_loss.lines):
+        ax_loss.set_yscale("log")
+    ax_miou.set_title("mIoU")
+    ax_miou.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m samjax.plot", description=__doc__.splitlines()[0])
+    p.add_argument("workdir", help="a python -m samjax.train --workdir (or its tensorboard/ folder)")
+    p.add_argument("--out", help="PNG to write (default: WORKDIR/curves.png)")
+    a = p.parse_args(argv)
+    try:
+        scalars = read_scalars(a.workdir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "train/loss" not in scalars:
+        print(f"error: the event files in {a.workdir} have no train/loss curve (tags: {sorted(scalars)})",
+              file=sys.stderr)
+        return 2
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")  # a file, no display
+    out = Path(a.out) if a.out else Path(a.workdir) / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = plot_curves(scalars, title=f"training run {Path(a.workdir).resolve().name}")
+    fig.savefig(out, dpi=100)
+    steps = scalars["train/loss"][0]
+    print(f"wrote {out} ({len(steps)} logged steps, {int(steps[0])}..{int(steps[-1])}; "
+          f"{', '.join(t for t in (*LOSS_TAGS, *MIOU_TAGS) if t in scalars)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Where samjax runs: one line describing the JAX runtime, and a clear exit when the accelerator is taken.
+
+    from samjax import runtime
+    print(runtime.describe())      # "TPU: 1 x TPU v5 lite (jax 0.10.2)" / "GPU: ..." / "CPU: ... no accelerator"
+    runtime.check_devices()        # at a CLI's start: a TPU held by another process -> one line, exit code 2
+
+libtpu lets one process own the TPU. A second one fails when JAX first touches the devices, with a RuntimeError
+like "Unable to initialize backend 'tpu': ABORTED: The TPU is already in use by process with pid 1234" or
+"TPU initialization failed: open(/dev/accel0): Device or resource busy". A notebook kernel left running is the
+usual holder. `check_devices` turns that into one line naming the process and how to free the chip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+
+# Substrings of the errors libtpu / JAX raise when another process holds the TPU (case-insensitive).
+_TPU_BUSY = ("already in use", "tpu initialization failed", "/dev/accel", "/dev/vfio", "device or resource busy")
+
+
+def accelerator_busy_message(error_text: str) -> str | None:
+    """One line saying what to do when `error_text` is libtpu's "TPU in use" error; None for any other error."""
+    low = error_text.lower()
+    if not any(s in low for s in _TPU_BUSY):
+        return None
+    pid = re.search(r"pid[ =:]*(\d+)", error_text)
+    who = f"process {pid.group(1)}" if pid else "another process (often a notebook kernel or an earlier run)"
+    kill = f"`kill {pid.group(1)}`" if pid else "kill it"
+    return (f"the TPU is in use by {who}: find the holder with `sudo lsof -w /dev/accel*` (or /dev/vfio/*), stop it "
+            f"({kill}, or restart that notebook's runtime), then run this again")
+
+
+@contextlib.contextmanager
+def accelerator_errors():
+    """Inside: libtpu's "TPU in use" RuntimeError becomes one line on stderr and exit code 2; others pass."""
+    try:
+        yield
+    except RuntimeError as e:
+        line = accelerator_busy_message(str(e))
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_devices():
+    """jax.devices(), or exit with one line (code 2) when the TPU is held by another process. CLIs call it before
+    their first use of JAX (after jax.distributed.initialize where there is one)."""
+    import jax  # noqa: PLC0415
+
+    with accelerator_errors():
+        return jax.devices()
+
+
+def describe() -> str:
+    """One line: the platform JAX runs on, its devices and the JAX version; says so when there is no accelerator."""
+    import jax  # noqa: PLC0415
+
+    devices = check_devices()
+    platform = devices[0].platform
+    kinds = sorted({d.device_kind for d in devices})
+    where = f"{len(devices)} x {', '.join(kinds)}"
+    if jax.process_count() > 1:
+        where += f" over {jax.process_count()} hosts"
+    if platform == "cpu":
+        return (f"CPU: {os.cpu_count()} cores, no accelerator (jax {jax.__version__}); everything works, slowly. "
+                "In Colab: Runtime > Change runtime type > TPU or GPU.")
+    return f"{platform.upper()}: {where} (jax {jax.__version__})"

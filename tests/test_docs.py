@@ -1,0 +1,283 @@
+"""Every command in the bash blocks of README.md and BUILD.md is exercised by a test or by CI, so none can rot.
+
+REGISTRY maps each command, as written in the docs (continuation lines joined, trailing comments dropped), to the
+tests that exercise it. A command added to the docs without an entry fails `test_every_command_is_registered`; an
+entry naming a test that does not exist fails `test_registry_names_real_tests`. Besides, every `python -m ...`
+module shown (in the docs or in the Makefile recipes they name) must answer --help and accept every flag the docs
+use; every `samjax.train` command line must load its experiment and apply its overrides; the cheap data commands
+run for real in a tmp dir.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "BUILD.md")
+CI = "CI: .ci/run"  # the command runs in CI (.ci/run -> make test on a clean clone)
+D = "tests/test_docs.py::"
+
+# command -> (tests that exercise it; a note on how, where it is not the command verbatim)
+REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
+    "make demo": ((D + "test_make_targets", "tests/test_demo.py::test_make_demo_default"), ""),
+    "make test": ((CI,), ".ci/run runs exactly this"),
+    "python -m samjax.convert --checkpoint sam_vit_h_4b8939.pth --model vit_h --out ckpt/sam_vit_h": (
+        ("tests/test_convert.py::test_vit_b_1024_official_pth_through_cli_matches_official", D + "test_module_commands"),
+        "the CLI converts an official-format ViT-B .pth in the test (no ViT-H weights here)"),
+    "python -m samjax.amg --checkpoint ckpt/sam_vit_h --input photos/ --output masks/ --convert-to-rle "
+    "--points-per-side 32": (
+        ("tests/test_amg_cli.py::test_folder_to_png_masks_then_rerun_skips",
+         "tests/test_amg_cli.py::test_single_image_to_coco_json", D + "test_module_commands"),
+        "on a tiny trained model"),
+    "make train": ((D + "test_make_targets", D + "test_train_command_lines",
+                    "tests/test_notebooks.py::test_notebook_runs"),
+                   "the notebooks train tiny_synthetic through samjax.train for 8 steps; the full 13-minute run is "
+                   "not part of the suite"),
+    "python -m samjax.train --experiment=sa1b_vith --workdir=/mnt/shared/sam_vith "
+    "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord'": (
+        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
+        "experiment and overrides checked; the ViT-H step is compiled ahead of time where libtpu is installed"),
+    "python -m samjax.train --experiment=finetune --workdir=ft --config.init.path=ckpt/sam_vit_b "
+    "--config.data.train_files='/data/mine_tfrecord/*.tfrecord' --config.optim.freeze_image_encoder=True": (
+        (D + "test_train_command_lines", "tests/test_notebooks.py::test_notebook_runs"),
+        "finetune.ipynb runs the finetune experiment from a model directory"),
+    "gcloud compute tpus tpu-vm ssh sam-pod --zone=us-east5-a --worker=all --command=\"cd samjax && pip install -e "
+    "'.[tpu]'\"": ((D + "test_pip_extras_exist",), "the [tpu] extra is checked; gcloud itself is not run here"),
+    "gcloud compute tpus tpu-vm ssh sam-pod --zone=us-east5-a --worker=all --command=\"cd samjax && python -m "
+    "samjax.train --experiment=sa1b_vith --workdir=/mnt/shared/sam_vith "
+    "--config.data.train_files='/mnt/shared/sa1b/tfrecord/*.tfrecord' --config.mesh.data=8 --config.mesh.fsdp=8 "
+    "--config.model.encoder_remat=True --config.prompts.remat_rounds=True\"": (
+        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
+        "the inner command's experiment, overrides and mesh are checked; this exact mesh and remat are what the "
+        "tpu_aot test compiles (needs libtpu); gcloud itself is not run here"),
+    'pip install -e ".[cuda]"': ((D + "test_pip_extras_exist",), "the extra exists and is jax[cuda12]; no GPU here"),
+    "python -m samjax.train --experiment=sa1b_vitb --workdir=runs/sa1b_vitb "
+    "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord' --config.mesh.fsdp=8": (
+        (D + "test_train_command_lines", "tests/test_train_distributed.py::test_fsdp_8_devices_equals_1_device"),
+        "FSDP over 8 (simulated) devices is tested on a tiny model"),
+    "python -m samjax.plot workdir/tiny_synthetic --out curves.png": (
+        ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir", "tests/test_plot.py::test_cli_writes_png"),
+        "on the workdir of a real (8-step) tiny_synthetic run"),
+    'python -m samjax.evaluate --checkpoint workdir/tiny_synthetic/model --data '
+    '"workdir/tiny_synthetic/data/eval/*.tfrecord"': (
+        ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir",),
+        "on the workdir of a real (8-step) tiny_synthetic run"),
+    "python -m samjax.data.synthetic --out data/synthetic/raw --num-images 16 --size 96x128": (
+        (D + "test_data_commands_run",), "run verbatim in a tmp dir"),
+    "python -m samjax.data.sa1b --input data/synthetic/raw --output data/synthetic/tfrecord --num-shards 2": (
+        (D + "test_data_commands_run",), "run verbatim in a tmp dir"),
+    "pip install -e .": ((CI, D + "test_make_targets"),
+                         "CI installs -e '.[torch,dev]', a superset; make demo/train install exactly this"),
+    'pip install -e ".[tpu]"': ((D + "test_pip_extras_exist",), "the extra exists and is jax[tpu]; no TPU here"),
+    'pip install -e ".[torch,dev]"': ((CI, D + "test_make_targets"), "what make test installs"),
+    "make test-fast": ((D + "test_make_targets",), "its recipe and the slow marker are checked; CI runs make test"),
+    "python -m pytest tests/test_notebooks.py": ((CI, "tests/test_notebooks.py::test_notebook_runs"), ""),
+    "python -m pytest tests/test_docs.py": ((CI, D + "test_every_command_is_registered"), ""),
+    'python -m venv /tmp/tpuvenv && /tmp/tpuvenv/bin/pip install -e ".[tpu,dev]"': (
+        (D + "test_pip_extras_exist", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
+        "the environment the tpu_aot test needs; it is skipped where libtpu is missing (the CPU suite)"),
+    "JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s": (
+        ("tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p",),
+        "skipped in the CPU suite (no libtpu); run by hand in that environment"),
+    "make bench-data": ((D + "test_make_targets", D + "test_bench_data_runs_small"), "run with tiny images"),
+    "make bench-amg": ((D + "test_make_targets",),
+                       "--help and flags only: the benchmark runs the official ViT-B for minutes"),
+    "python -m samjax.data.bench --images 16 --size 1500x2250 --workers 0": (
+        (D + "test_module_commands", D + "test_bench_data_runs_small"), "run with tiny images"),
+    "make figures": ((D + "test_make_targets", "tests/test_figures.py::test_cli_writes_small_png"),
+                     "samjax.figures on a tiny model; make train (its prerequisite) as above"),
+}
+
+
+def doc_commands() -> list[str]:
+    """Every command line in the ```bash blocks of README.md and BUILD.md, in order."""
+    out = []
+    for name in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / name).read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s{2,}#.*$", "", line).strip()
+                if line and not line.startswith("#"):
+                    out.append(re.sub(r"\s+", " ", line))
+    return out
+
+
+def python_commands(command: str) -> list[list[str]]:
+    """The `python -m MODULE ARGS` invocations in a shell command (also inside gcloud's --command="...")."""
+    words = shlex.split(command)
+    found = [args for w in words if w.startswith("--command=") for args in python_commands(w.split("=", 1)[1])]
+    segment: list[str] = []
+    for w in [*words, "&&"]:
+        if w != "&&":
+            segment.append(w)
+            continue
+        for i in range(len(segment) - 2):
+            if segment[i].endswith("python") and segment[i + 1] == "-m":
+                found.append(segment[i + 2:])
+                break
+        segment = []
+    return found
+
+
+def make_recipe(target: str) -> list[str]:
+    """The recipe lines of a Makefile target, with $(BIN)/python written as python."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(target)}:", line))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip().replace("$(BIN)/python", "python").replace("$(BIN)/pip", "pip"))
+    return recipe
+
+
+def test_every_command_is_registered():
+    commands = doc_commands()
+    assert len(commands) > 20
+    missing = [c for c in commands if c not in REGISTRY]
+    assert not missing, "commands in the docs that no test exercises; add each to REGISTRY with its test:\n" + \
+        "\n".join(missing)
+    stale = [c for c in REGISTRY if c not in commands]
+    assert not stale, "REGISTRY entries no longer in the docs:\n" + "\n".join(stale)
+
+
+def _test_functions(path: Path) -> set[str]:
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+
+
+def test_registry_names_real_tests():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for command, (tests, _) in REGISTRY.items():
+        assert tests, command
+        for test in tests:
+            if test == CI:
+                continue
+            path, name = test.split("::")
+            assert (ROOT / path).is_file(), f"{command}: {path} does not exist"
+            assert name.startswith("test_") and name in _test_functions(ROOT / path), f"{command}: no {test}"
+
+
+def _module_help(module: str, capsys) -> str:
+    """`python -m MODULE --help`, run in-process as __main__; its help text (exit status 0)."""
+    argv = sys.argv
+    sys.argv = [module, "--help"]
+    try:
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as e:
+            warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is imported already
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
+    finally:
+        sys.argv = argv
+    assert e.value.code in (0, None), f"python -m {module} --help exited {e.value.code}"
+    return capsys.readouterr().out
+
+
+def check_module_command(args: list[str], capsys) -> None:
+    """A `python -m samjax...` / `benchmarks...` command: --help works and knows every --flag used."""
+    module, rest = args[0], args[1:]
+    if not module.startswith(("samjax", "benchmarks")):
+        return
+    help_text = _module_help(module, capsys)
+    if module == "samjax.train":
+        check_train_command(rest)
+        return
+    for flag in (a.split("=", 1)[0] for a in rest if a.startswith("--")):
+        assert flag in help_text, f"python -m {module}: the docs use {flag}, which --help does not list"
+
+
+def check_train_command(args: list[str]) -> None:
+    """--experiment loads, every --config override applies, the mesh divides the global batch."""
+    from samjax import experiment
+
+    opts = dict(a.split("=", 1) for a in args if a.startswith(("--experiment=", "--workdir=")))
+    assert set(opts) == {"--experiment", "--workdir"}, args
+    cfg = experiment.load_experiment(opts["--experiment"])
+    experiment.apply_overrides(cfg, [a for a in args if a.startswith("--config.")])
+    experiment.model_config(cfg)  # a valid SamConfig
+    fixed = [s for s in (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor) if s != -1]
+    shards = 1
+    for s in fixed[:2] if cfg.mesh.tensor == 1 else fixed:
+        shards *= s
+    assert cfg.data.batch_size % shards == 0, f"global batch {cfg.data.batch_size} over {shards} batch shards"
+
+
+def test_module_commands(capsys):
+    shown = [args for c in doc_commands() for args in python_commands(c)]
+    modules = {args[0] for args in shown}
+    assert {"samjax.convert", "samjax.amg", "samjax.train", "samjax.plot", "samjax.evaluate", "samjax.data.synthetic",
+            "samjax.data.sa1b", "samjax.data.bench"} <= modules
+    for args in shown:
+        check_module_command(args, capsys)
+
+
+def test_train_command_lines():
+    lines = [args[1:] for c in doc_commands() + make_recipe("train") for args in python_commands(c)
+             if args[0] == "samjax.train"]
+    assert len(lines) >= 5
+    for args in lines:
+        check_train_command(args)
+    with pytest.raises(KeyError):  # the check has teeth: a typo in a field is caught
+        check_train_command(["--experiment=sa1b_vith", "--workdir=w", "--config.mesh.fdsp=8"])
+
+
+def test_make_targets(capsys):
+    """Each `make X` shown is a Makefile target; the python commands in its recipe take the flags they use."""
+    targets = [c.split()[1] for c in doc_commands() if c.startswith("make ")]
+    assert {"demo", "test", "train", "test-fast", "bench-data", "bench-amg", "figures"} <= set(targets)
+    for target in targets:
+        recipe = make_recipe(target)
+        assert recipe, f"make {target}: no recipe"
+        for line in recipe:
+            for args in python_commands(line):
+                check_module_command(args, capsys)
+    assert make_recipe("$(VENV)/.core")[0] == "pip install -q -e ."
+    assert make_recipe("$(VENV)/.full")[0] == 'pip install -q -e ".[torch,dev]"'
+    assert 'python -m pytest -m "not slow"' in make_recipe("test-fast")[0]
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("slow:") for m in markers)
+
+
+def test_pip_extras_exist():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    shown = set()
+    for command in doc_commands():
+        for m in re.finditer(r"""pip install -e ["']?\.\[([a-z,]+)\]""", command):
+            shown |= set(m.group(1).split(","))
+    assert {"cuda", "tpu", "torch", "dev"} <= shown <= set(extras)
+    assert extras["cuda"] == ["jax[cuda12]"] and extras["tpu"] == ["jax[tpu]"]
+    assert {"nbclient", "ipykernel", "nbformat"} <= {re.split(r"[<>=]", d)[0] for d in extras["dev"]}
+
+
+def test_data_commands_run(tmp_path):
+    """The data-pipeline commands of the README, verbatim, as processes in a tmp working directory."""
+    shown = [args for c in doc_commands() for args in python_commands(c) if args[0].startswith("samjax.data.")
+             and args[0] != "samjax.data.bench"]
+    assert [a[0] for a in shown] == ["samjax.data.synthetic", "samjax.data.sa1b"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    outs = []
+    for args in shown:
+        r = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert len(list((tmp_path / "data" / "synthetic" / "raw").glob("sa_*.jpg"))) == 16
+    assert len(list((tmp_path / "data" / "synthetic" / "tfrecord").glob("*.tfrecord"))) == 2
+    assert "wrote 16 synthetic SA-1B images (96x128)" in outs[0]
+    assert outs[1].startswith("done: 16 images") and "0 samples/files skipped" in outs[1]
+
+
+def test_bench_data_runs_small(capsys):
+    from samjax.data import bench
+
+    bench.main(["--images", "2", "--size", "64x96", "--image-size", "64", "--epochs", "1", "--batch-size", "1"])
+    out = capsys.readouterr().out
+    assert "data: 2 images 64x96" in out and "images/s per core" in out

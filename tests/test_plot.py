@@ -1,0 +1,69 @@
+"""python -m samjax.plot: training curves from the event files samjax.train writes (same writer, known values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samjax import metrics, plot
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    """A workdir as samjax.train leaves it: tensorboard/ with train/* every step and eval/* at the end; a resume
+    re-wrote steps 7..8 with other values (the last ones written must win)."""
+    tb = metrics.TensorBoard(str(tmp_path / "tensorboard"))
+    for step in range(1, 11):
+        tb.scalars(step, {"train/loss": 2.0 / step, "train/focal": 0.1 / step, "train/dice": 0.9 - 0.02 * step,
+                          "train/iou_mse": 0.05, "train/miou_first": 0.05 * step, "train/miou_last": 0.06 * step,
+                          "train/lr": 1e-3})
+    tb.close()
+    tb = metrics.TensorBoard(str(tmp_path / "tensorboard"))  # the resumed run: a second event file
+    for step in (7, 8):
+        tb.scalars(step, {"train/loss": 9.0})
+    tb.scalars(10, {"eval/miou_1pt": 0.42})
+    tb.close()
+    return tmp_path
+
+
+def test_read_scalars(workdir):
+    s = plot.read_scalars(workdir)
+    steps, loss = s["train/loss"]
+    np.testing.assert_array_equal(steps, np.arange(1, 11))
+    expect = 2.0 / np.arange(1, 11)
+    expect[[6, 7]] = 9.0
+    np.testing.assert_allclose(loss, expect, rtol=1e-6)
+    assert s["eval/miou_1pt"][1].tolist() == pytest.approx([0.42])
+    np.testing.assert_array_equal(plot.read_scalars(workdir / "tensorboard")["train/loss"][1], loss)
+
+
+def test_cli_writes_png(workdir, tmp_path, capsys):
+    out = tmp_path / "figs" / "curves.png"
+    assert plot.main([str(workdir), "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "10 logged steps, 1..10" in line and "eval/miou_1pt" in line
+    im = Image.open(out)
+    assert im.format == "PNG" and im.size == (1000, 360)
+    pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 50  # curves, text and legend drawn, not a blank canvas
+    assert plot.main([str(workdir)]) == 0 and (workdir / "curves.png").is_file()  # default location
+
+
+def test_figure_has_the_curves(workdir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot.plot_curves(plot.read_scalars(workdir))
+    ax_loss, ax_miou = fig.axes
+    assert [line.get_label() for line in ax_loss.lines] == ["loss", "focal", "dice", "IoU MSE"]
+    assert [line.get_label() for line in ax_miou.lines] == ["train, first prompt", "train, last round",
+                                                            "held-out, 1 point"]
+    assert ax_loss.get_yscale() == "log"
+    np.testing.assert_allclose(ax_miou.lines[2].get_ydata(), [0.42], rtol=1e-6)
+
+
+def test_no_events_is_one_line(tmp_path, capsys):
+    assert plot.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no TensorBoard event files") and "\n" not in err
