@@ -48,9 +48,13 @@ def accelerator_errors():
 
 def check_devices():
     """jax.devices(), or exit with one line (code 2) when the TPU is held by another process. CLIs call it before
-    their first use of JAX (after jax.distributed.initialize where there is one)."""
+    their first use of JAX (after jax.distributed.initialize where there is one). Also turns on the persistent
+    compilation cache (samjax.compilation_cache)."""
     import jax  # noqa: PLC0415
 
+    from samjax import compilation_cache  # noqa: PLC0415
+
+    compilation_cache.enable()  # a second run of the same CLI does not recompile
     with accelerator_errors():
         return jax.devices()
 

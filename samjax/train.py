@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from samjax import experiment, metrics as metrics_lib, optim, prompts, sharding, train_state
+from samjax import compilation_cache, experiment, metrics as metrics_lib, optim, prompts, sharding, train_state
 from samjax.models import Sam, SamConfig, abstract_params, init_params
 from samjax.models import transforms as T
 
@@ -38,7 +38,8 @@ class NonFiniteError(RuntimeError):
 # ================================================================================================== mesh
 def maybe_initialize_distributed() -> None:
     """jax.distributed.initialize() on a pod / cluster (detected from the environment); no-op on one host."""
-    if jax.process_count() > 1 or os.environ.get("SAMJAX_NO_DISTRIBUTED"):
+    # Must not touch the backend first (jax.process_count() would start it, and initialize() then refuses).
+    if jax.distributed.is_initialized() or os.environ.get("SAMJAX_NO_DISTRIBUTED"):
         return
     markers = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS")
     multi = any(os.environ.get(k) for k in markers) and os.environ.get("SLURM_NTASKS", "2") != "1"
@@ -406,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with runtime.accelerator_errors():  # a TPU held by another process: one line, exit code 2
         maybe_initialize_distributed()
+        compilation_cache.enable()
         jax.devices()
     cfg = experiment.apply_overrides(experiment.load_experiment(exp), overrides)
     try:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# CLIs turn on JAX's persistent compilation cache (samjax.compilation_cache); in tests it lives in a temp dir shared
+# by this session's subprocesses (nothing is written to ~/.cache).
+os.environ.setdefault("SAMJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="samjax-test-xla-cache-"))
 
 from samjax.models import SamConfig
 

@@ -90,6 +90,13 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s": (
         ("tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p",),
         "skipped in the CPU suite (no libtpu); run by hand in that environment"),
+    "make bench": ((D + "test_make_targets",), "--help and flags only: the benchmark runs the official ViT-B for minutes"),
+    "make bench-device": ((D + "test_make_targets", "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
+                          "the same script with --tiny runs end to end on CPU; real sizes need an accelerator"),
+    "make bench-tpu": ((D + "test_make_targets",), "--help only: compiling ViT-H for TPU takes many minutes on CPU"),
+    "python -m benchmarks.device --tiny": (
+        (D + "test_module_commands", "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
+        "exactly what the test runs (in-process)"),
     "make bench-data": ((D + "test_make_targets", D + "test_bench_data_runs_small"), "run with tiny images"),
     "make bench-amg": ((D + "test_make_targets",),
                        "--help and flags only: the benchmark runs the official ViT-B for minutes"),
