@@ -9,8 +9,9 @@ and they differ only in how (and whether) the (L, L) logits exist:
 
 - ``xla``: the reference. Logits (B, nh, L, L) materialised, bias added by broadcasting; the official formula.
 - ``chunked``: the same maths over blocks of query rows (``lax.map``), each block rematerialised in the backward
-  pass, so only (B, nh, rows * W, L) logits exist at a time. Exact (same per-row softmax). On CPU it is several
-  times faster than ``xla`` at 64x64 (the big logits stop thrashing the cache) and it bounds training memory.
+  pass, so only (B, nh, rows * W, L) logits exist at a time. Exact (same per-row softmax). On a 2-core CPU it ran
+  ViT-B's 64x64 global attention 1.6-1.9x faster than ``xla``; it also bounds memory (ViT-B encoder at batch 8 on
+  a v5e, by XLA's count: 1.4 instead of 9.8 GiB).
 - ``cudnn``: the bias folded into the dot product, so a fused flash-attention kernel needs no (L, L) bias at all:
   q' = [scale * q, rel_h, rel_w], k' = [k, onehot(row), onehot(col)] give q' k'^T = the biased logits exactly.
   Runs ``jax.nn.dot_product_attention(implementation="cudnn")`` (GPU, bfloat16/float16). Head dims are padded to a
