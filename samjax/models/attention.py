@@ -9,7 +9,8 @@ and they differ only in how (and whether) the (L, L) logits exist:
 
 - ``xla``: the reference. Logits (B, nh, L, L) materialised, bias added by broadcasting; the official formula.
 - ``chunked``: the same maths over blocks of query rows (``lax.map``), each block rematerialised in the backward
-  pass, so only (B, nh, rows * W, L) logits exist at a time. Exact (same per-row softmax). On a 2-core CPU it ran
+  pass, so only (B, nh, rows * W, L) logits exist at a time, and the softmax normalised after the product with v.
+  Exact up to rounding (same per-row softmax). On a 2-core CPU it ran
   ViT-B's 64x64 global attention 1.6-1.9x faster than ``xla``; it also bounds memory (ViT-B encoder at batch 8 on
   a v5e, by XLA's count: 1.4 instead of 9.8 GiB).
 - ``cudnn``: the bias folded into the dot product, so a fused flash-attention kernel needs no (L, L) bias at all:
@@ -98,6 +99,15 @@ def _softmax_av(logits: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.einsum("bnqk,bknd->bqnd", attn, v)
 
 
+def _softmax_av_deferred(logits: jax.Array, v: jax.Array) -> jax.Array:
+    """As `_softmax_av`, normalising after the product: exp(logits - max) @ v / sum. Divides (Lq, hd) values instead
+    of (Lq, L) probabilities (one pass fewer over the logits: 15% faster on CPU for ViT-B's global attention)."""
+    m = jax.lax.stop_gradient(logits.max(-1, keepdims=True))  # the shift cancels in value and gradient
+    e = jnp.exp(logits - m)
+    out = jnp.einsum("bnqk,bknd->bqnd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / jnp.moveaxis(e.sum(-1), 1, 2)[..., None]).astype(v.dtype)
+
+
 def _logits(q, k):
     """q k^T accumulated and returned in float32 whatever the compute dtype (bf16 logits lose the bias's detail)."""
     return jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
@@ -129,7 +139,7 @@ def _chunked(q, k, v, rel, hw, scale):
         logits = _logits(qc, k)
         if rel is not None:
             logits = logits + _bias((rh, rw), hw)
-        return _softmax_av(logits, v)
+        return _softmax_av_deferred(logits, v)
 
     out = jax.lax.map(block, (qs,) + rels)  # (n, B, rows*W, nh, hd)
     return out.swapaxes(0, 1).reshape(b, length, nh, hd)
