@@ -128,20 +128,37 @@ def bench_decoder(cfg, iters, peak, budget, prompts=64) -> None:
             flops / sec / peak if peak and dtype == "bfloat16" else None, f"(first call {first:.1f} s)")
 
 
-def bench_train(tiny, peak, iters, budget) -> None:
-    if budget.out():
-        return row("train", "vit_b step", "skipped", "", note="(budget)")
-    from samjax import experiment, train, train_state  # noqa: PLC0415
+def vitb_train_config(tiny: bool, images: int):
+    """The sa1b_vitb experiment at `images` per step with rematerialised prompt rounds (tiny: the tiny ViT-B, 4 masks
+    per image). -> (config, SamConfig)."""
+    from samjax import experiment  # noqa: PLC0415
 
     cfg = experiment.load_experiment("sa1b_vitb")
-    images = 1 if tiny else 2
     cfg.data.batch_size = images
     cfg.prompts.remat_rounds = True
     if tiny:
         cfg.model = {**cfg.model, **models(True)["vit_b"].replace(dtype="bfloat16").to_dict(),
                      "encoder_drop_path_rate": 0.6}
         cfg.data.max_masks_per_image = 4
-    mc = experiment.model_config(cfg)
+    return cfg, experiment.model_config(cfg)
+
+
+def train_step_flops(cfg, mc: SamConfig) -> tuple[float, int]:
+    """(model FLOPs of one step over the global batch, no rematerialisation counted; prompt rounds)."""
+    rounds = cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds + 1
+    tokens = 2 + cfg.prompts.num_click_rounds  # decoder tokens per prompt (box corners / point + clicks)
+    flops = metrics.train_flops_per_step(mc.replace(encoder_remat=False), cfg.data.batch_size,
+                                         cfg.data.max_masks_per_image, rounds, tokens)
+    return flops, rounds
+
+
+def bench_train(tiny, peak, iters, budget) -> None:
+    if budget.out():
+        return row("train", "vit_b step", "skipped", "", note="(budget)")
+    from samjax import train, train_state  # noqa: PLC0415
+
+    images = 1 if tiny else 2
+    cfg, mc = vitb_train_config(tiny, images)
     mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     try:
         tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
@@ -171,10 +188,7 @@ def bench_train(tiny, peak, iters, budget) -> None:
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         return row("train", "vit_b step", "failed", "", note=f"{type(e).__name__}: {str(e)[:200]}")
-    rounds = cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds + 1
-    tokens = 2 + cfg.prompts.num_click_rounds  # decoder tokens per prompt (box corners / point + clicks)
-    flops = metrics.train_flops_per_step(mc.replace(encoder_remat=False), images, cfg.data.max_masks_per_image,
-                                         rounds, tokens)
+    flops, rounds = train_step_flops(cfg, mc)
     row("train", f"vit_b step: {images} images x {cfg.data.max_masks_per_image} masks x {rounds} rounds",
         images / sec, "images/s", flops / sec / peak if peak else None,
         f"({sec * 1e3:.0f} ms/step, first call {first:.1f} s, attention {A.resolve('auto', mc.jnp_dtype, 4096)})")
@@ -255,7 +269,7 @@ def main(argv=None) -> int:
                 if impl not in rates["vit_h"]:
                     rates["vit_h"][impl] = bench_encoder("vit_h", cfgs["vit_h"], 8, impl, iters, peak, budget)
     finally:
-        print(f"\n| section | measurement | value | unit | MFU | note |\n|---|---|---|---|---|---|")
+        print("\n| section | measurement | value | unit | MFU | note |\n|---|---|---|---|---|---|")
         for r in ROWS:
             v = f"{r['value']:.4g}" if isinstance(r["value"], float) else r["value"]
             m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else ""

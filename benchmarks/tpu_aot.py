@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-from benchmarks.device import models
+from benchmarks.device import models, train_step_flops, vitb_train_config
 from samjax import metrics
 from samjax.models import Sam, abstract_params
 
@@ -38,6 +38,12 @@ ENCODERS = [("vit_b", "xla", 8), ("vit_h", "xla", 8), ("vit_b", "chunked", 8), (
 HBM_BW = {"v5e": 819e9, "v5p": 2765e9}
 
 
+def bytes_in_use(compiled) -> int:
+    """Device memory an executable needs per chip: arguments + outputs + temporaries - donated (aliased) buffers."""
+    mem = compiled.memory_analysis()
+    return mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+
+
 def cost(compiled, chip: str) -> tuple[float, float, float, float]:
     """(estimated seconds, cost-model FLOPs, bytes accessed, bytes per chip in use) of one executable.
 
@@ -45,8 +51,7 @@ def cost(compiled, chip: str) -> tuple[float, float, float, float]:
     max(FLOPs / peak, bytes accessed / HBM bandwidth) from the cost model's own counts."""
     c = compiled.cost_analysis()
     c = c[0] if isinstance(c, list) else c
-    mem = compiled.memory_analysis()
-    used = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+    used = bytes_in_use(compiled)
     flops, accessed = float(c.get("flops", float("nan"))), float(c.get("bytes accessed", float("nan")))
     est = float(c.get("optimal_seconds", -1.0))
     if not est > 0:
@@ -97,34 +102,20 @@ def inference(tiny: bool) -> None:
 
 
 def training(tiny: bool) -> None:
-    from samjax import experiment, train, train_state  # noqa: PLC0415
+    from samjax import train, train_state  # noqa: PLC0415
 
     topo = topologies.get_topology_desc(topology_name="v5p:2x2x1", platform="tpu")
     chips = len(topo.devices)
     mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(chips, 1, 1), train_state.MESH_AXES,
                              axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    cfg = experiment.load_experiment("sa1b_vitb")
-    cfg.data.batch_size = 2 * chips
-    cfg.prompts.remat_rounds = True
-    if tiny:
-        cfg.model = {**cfg.model, **models(True)["vit_b"].replace(dtype="bfloat16").to_dict(),
-                     "encoder_drop_path_rate": 0.6}
-        cfg.data.max_masks_per_image = 4
-    mc = experiment.model_config(cfg)
-    b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
+    cfg, mc = vitb_train_config(tiny, 2 * chips)
+    b, m = cfg.data.batch_size, cfg.data.max_masks_per_image
     t0 = time.perf_counter()
     _, step, abstract, _ = train.compiled_step(cfg, mc, mesh)
     with jax.set_mesh(mesh):
-        bsh = NamedSharding(mesh, P(train_state.BATCH_AXES))
-        batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.uint8, sharding=bsh),
-                 "input_hw": jax.ShapeDtypeStruct((b, 2), np.int32, sharding=bsh),
-                 "masks": jax.ShapeDtypeStruct((b, m, k, k), np.bool_, sharding=bsh),
-                 "mask_valid": jax.ShapeDtypeStruct((b, m), np.bool_, sharding=bsh),
-                 "boxes": jax.ShapeDtypeStruct((b, m, 4), np.float32, sharding=bsh)}
         nan = jax.ShapeDtypeStruct((1,), np.int32, sharding=NamedSharding(mesh, P()))
-        compiled = step.lower(abstract, batch, nan).compile()
-    rounds = cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds + 1
-    flops = metrics.train_flops_per_step(mc.replace(encoder_remat=False), b, m, rounds, 2 + cfg.prompts.num_click_rounds)
+        compiled = step.lower(abstract, train.batch_spec(cfg, mc, mesh), nan).compile()
+    flops, rounds = train_step_flops(cfg, mc)
     report(f"v5p x{chips}", f"vit_b train step, {b} images x {m} masks x {rounds} rounds", flops, chips, compiled,
            time.perf_counter() - t0, count=b)
 

@@ -12,7 +12,6 @@ is one jax.jit over the (data, fsdp, tensor) mesh with explicit in/out shardings
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -85,6 +84,15 @@ def make_input(cfg, model_cfg: SamConfig, files: str):
 
 
 TRAIN_KEYS = ("image", "input_hw", "masks", "mask_valid", "boxes")
+
+
+def batch_spec(cfg, model_cfg: SamConfig, mesh) -> dict:
+    """The global training batch as jax.ShapeDtypeStructs sharded like `to_global` (ahead-of-time compilation)."""
+    b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, model_cfg.image_size, model_cfg.mask_input_size
+    sh = NamedSharding(mesh, P(train_state.BATCH_AXES))
+    shapes = {"image": ((b, s, s, 3), np.uint8), "input_hw": ((b, 2), np.int32), "masks": ((b, m, k, k), np.bool_),
+              "mask_valid": ((b, m), np.bool_), "boxes": ((b, m, 4), np.float32)}
+    return {key: jax.ShapeDtypeStruct(*shapes[key], sharding=sh) for key in TRAIN_KEYS}
 
 
 def to_global(batch: dict, mesh) -> dict:

@@ -28,6 +28,7 @@ def test_vith_train_step_compiles_and_fits_v5p():
     from jax.experimental import topologies
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from benchmarks.tpu_aot import bytes_in_use, cost
     from samjax import experiment, train, train_state
 
     topo = topologies.get_topology_desc(topology_name=os.environ.get("SAMJAX_AOT_TOPOLOGY", "v5p:4x4x4"),
@@ -39,23 +40,13 @@ def test_vith_train_step_compiles_and_fits_v5p():
     cfg.model.encoder_remat = True
     cfg.prompts.remat_rounds = True
     mc = experiment.model_config(cfg)
-    b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
     tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)  # eager setup runs on CPU (JAX_PLATFORMS=cpu)
     with jax.set_mesh(mesh):
-        bsh = NamedSharding(mesh, P(train_state.BATCH_AXES))
-        batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.uint8, sharding=bsh),
-                 "input_hw": jax.ShapeDtypeStruct((b, 2), np.int32, sharding=bsh),
-                 "masks": jax.ShapeDtypeStruct((b, m, k, k), np.bool_, sharding=bsh),
-                 "mask_valid": jax.ShapeDtypeStruct((b, m), np.bool_, sharding=bsh),
-                 "boxes": jax.ShapeDtypeStruct((b, m, 4), np.float32, sharding=bsh)}
         nan = jax.ShapeDtypeStruct((8,), np.int32, sharding=NamedSharding(mesh, P()))
-        compiled = step.lower(abstract, batch, nan).compile()
-    mem = compiled.memory_analysis()
-    per_chip = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
-        - mem.alias_size_in_bytes
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    print(f"\nper-chip memory {per_chip / 2**30:.1f} GiB (args {mem.argument_size_in_bytes / 2**30:.1f}, temp "
-          f"{mem.temp_size_in_bytes / 2**30:.1f}); cost model: {cost.get('flops', 0) / 1e12:.1f} TFLOP per chip, "
-          f"estimated step {cost.get('optimal_seconds', float('nan')):.3f} s")
+        compiled = step.lower(abstract, train.batch_spec(cfg, mc, mesh), nan).compile()
+    per_chip = bytes_in_use(compiled)
+    est, flops, _, _ = cost(compiled, "v5p")
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    print(f"\nper-chip memory {per_chip / 2**30:.1f} GiB (temp {temp / 2**30:.1f}); cost model: {flops / 1e12:.1f} TFLOP per chip "
+          f"(loop bodies counted once), estimated step {est:.3f} s")
     assert per_chip < V5P_HBM
