@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig, abstract_params

@@ -45,6 +45,17 @@ def test_matches_official_formula(impl, rel, monkeypatch):
     np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("budget,shape", [(2 * 4 * 5 * 30, (1, 2)), (8 * 4 * 5 * 30, (2, 4)), (10 ** 9, (6, 4))])
+def test_chunked_over_rows_and_head_groups(budget, shape, monkeypatch):
+    """Chunks of (query grid rows, heads) sized by CHUNK_LOGIT_BYTES; every split gives the official values."""
+    monkeypatch.setattr(A, "CHUNK_LOGIT_BYTES", budget)
+    hw = (6, 5)
+    assert A.chunk_shape(*hw, 30, 4) == shape  # logits of one grid row of one head: 4 B x 5 x 30
+    q, k, v, rel_pos = _inputs(5, hw=hw, nh=4)
+    out = jax.jit(lambda *a: A.attention(*a, hw, "chunked"))(q, k, v, rel_pos)
+    np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("impl", ["chunked", "folded"])
 def test_gradients_match_reference(impl, monkeypatch):
     monkeypatch.setattr(A, "CHUNK_LOGIT_BYTES", 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 

@@ -76,6 +76,8 @@ class ConvTranspose2x2(nn.Module):
     """ConvTranspose2d(kernel_size=2, stride=2): each input pixel writes its own 2x2 output block.
 
     kernel: (2, 2, in, out); official weight (in, out, 2, 2). x: (B, H, W, in) -> (B, 2H, 2W, out).
+    With `blocks=True` the 2x2 block stays in two axes of its own, x (..., in) -> (..., 2, 2, out), row offset
+    first: no interleaving transpose, for callers that apply more per-pixel layers before they need the image.
     """
 
     features: int
@@ -83,14 +85,16 @@ class ConvTranspose2x2(nn.Module):
     dtype: Dtype = f32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, blocks: bool = False) -> jax.Array:
         kernel = self.param("kernel", partitioned(nn.initializers.lecun_normal(in_axis=2, out_axis=3),
                                                   ("conv_h", "conv_w", *self.axes)),
                             (2, 2, x.shape[-1], self.features), f32)
         bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
-        b, h, w, _ = x.shape
-        y = jnp.einsum("bhwi,acio->bhawco", x.astype(self.dtype), kernel.astype(self.dtype))
-        return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+        y = jnp.einsum("...i,acio->...aco", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        if blocks:
+            return y
+        b, h, w = x.shape[:3]
+        return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features)
 
 
 class MLPBlock(nn.Module):

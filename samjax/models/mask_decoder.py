@@ -45,15 +45,18 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1:1 + n_masks, :]
 
-        # output_upscaling: 0 ConvT, 1 LN2d, 2 GELU, 3 ConvT, 4 GELU  (official nn.Sequential indices)
+        # output_upscaling: 0 ConvT, 1 LN2d, 2 GELU, 3 ConvT, 4 GELU  (official nn.Sequential indices). Every layer
+        # is per pixel, so the 2x2 blocks of both transposed convolutions stay in axes of their own, (B, g, g, a, c,
+        # d, e, C/8) for output pixel (4h + 2a + d, 4w + 2c + e), and only the M masks are interleaved at the end.
         x = src.reshape(b, g, g, c)
-        x = ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0")(x)
+        x = ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0")(x, blocks=True)
         x = gelu(layer_norm("mask_channels", eps=1e-6, name="output_upscaling_1", dtype=dt)(x))
-        x = gelu(ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3")(x))
+        x = gelu(ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3")(
+            x, blocks=True))
 
         hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(mask_tokens_out[:, i])
                               for i in range(n_masks)], axis=1)  # (B, M, C/8)
-        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x)
+        masks = jnp.einsum("bmo,bhwacdeo->bmhadwce", hyper_in, x).reshape(b, n_masks, 4 * g, 4 * g)
         iou_pred = MLP(cfg.iou_head_hidden_dim, n_masks, cfg.iou_head_depth, dtype=dt,
                        name="iou_prediction_head")(iou_token_out)
         return masks, iou_pred

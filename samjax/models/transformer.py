@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from samjax.models.common import MLPBlock, dense, layer_norm
+from samjax.models.common import MLPBlock, layer_norm, partitioned
 from samjax.models.config import SamConfig
 
 f32 = jnp.float32
@@ -34,11 +34,53 @@ def _batched_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
     raise ValueError(f"batch sizes {x.shape[0]} and {y.shape[0]} do not broadcast")
 
 
+class LinearParams(nn.Module):
+    """The parameters of a Linear layer, returned rather than applied: kernel (in, out), bias (out,) in the
+    compute dtype. Same names, shapes and init as `common.dense`, so checkpoints are unchanged."""
+
+    in_features: int
+    features: int
+    axes: tuple[str | None, str | None]
+    dtype: jnp.dtype = f32
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", partitioned(nn.initializers.xavier_uniform(), self.axes),
+                            (self.in_features, self.features), f32)
+        bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
+        return kernel.astype(self.dtype), bias.astype(self.dtype)
+
+
+def attention_plan(bq: int, nq: int, bk: int, nk: int, c: int, nh: int, hd: int) -> tuple[str, str]:
+    """The cheapest association order of the attention products, from the static shapes (multiply-adds).
+
+    Logits q Wq (k Wk)^T can fold Wk into the query side ("k_into_q": (q Wq) Wk^T is (Nq, heads, C), then a
+    product with the raw keys) or Wq into the key side ("q_into_k"); the value path can apply softmax weights
+    to the raw values and project after ("v_late"), or push the output projection into the values before
+    the weights ("o_early"). With 7 prompt tokens x 8 heads against 128 projected channels, the products
+    between a prompt's tokens and its 4096 image positions shrink ~2.3x; where the image side is shared by
+    all prompts (batch 1) its projection runs once and the standard order stays cheapest. Same maths; only
+    the float rounding differs.
+    """
+    b, d = max(bq, bk), nh * hd
+    logits = {
+        "standard": bq * nq * c * d + bk * nk * c * d + b * nq * nk * d,
+        "k_into_q": bq * nq * c * d + b * nq * d * c + b * nh * nq * nk * c,
+        "q_into_k": bk * nk * c * d + b * nk * d * c + b * nh * nq * nk * c,
+    }
+    values = {
+        "standard": bk * nk * c * d + b * nh * nq * nk * hd + b * nq * d * c,
+        "v_late": b * nh * nq * nk * c + b * nq * c * d + b * nq * d * c,
+        "o_early": bk * nk * c * d + b * nk * d * c + b * nh * nq * nk * c,
+    }
+    return min(logits, key=logits.get), min(values, key=values.get)
+
+
 class Attention(nn.Module):
     """Attention with q/k/v projections down to `embedding_dim // downsample_rate` channels.
 
     q and k/v may differ in batch when one has batch 1 (the image side before it becomes prompt-specific):
-    its projections then run once for all prompts."""
+    its projections then run once for all prompts. The products run in the order `attention_plan` picks."""
 
     embedding_dim: int
     num_heads: int
@@ -48,22 +90,40 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         """q (B, Nq, C), k and v (B, Nk, C), key_mask (B, Nk) bool or None -> (B, Nq, C)."""
-        internal = self.embedding_dim // self.downsample_rate
-        axes = ("prompt_embed", "prompt_attn")
-        q = dense(internal, axes, name="q_proj", dtype=self.dtype)(q)
-        k = dense(internal, axes, name="k_proj", dtype=self.dtype)(k)
-        v = dense(internal, axes, name="v_proj", dtype=self.dtype)(v)
+        c, internal, dt = self.embedding_dim, self.embedding_dim // self.downsample_rate, self.dtype
         nh, hd = self.num_heads, internal // self.num_heads
-        q = q.reshape(*q.shape[:2], nh, hd)
-        k = k.reshape(*k.shape[:2], nh, hd)
-        v = v.reshape(*v.shape[:2], nh, hd)
-        logits = _batched_einsum("bqnc,bknc->bnqk", q, k) / jnp.sqrt(jnp.asarray(hd, self.dtype))
-        logits = logits.astype(f32)
+        axes = ("prompt_embed", "prompt_attn")
+        wq, bq = LinearParams(c, internal, axes, dt, name="q_proj")()
+        wk, bk = LinearParams(c, internal, axes, dt, name="k_proj")()
+        wv, bv = LinearParams(c, internal, axes, dt, name="v_proj")()
+        wo, bo = LinearParams(internal, c, axes[::-1], dt, name="out_proj")()
+        q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
+        heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
+        plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
+
+        if plan_logits == "standard":
+            logits = _batched_einsum("bqnd,bknd->bqnk", heads(q @ wq + bq), heads(k @ wk + bk))
+        elif plan_logits == "k_into_q":  # q.bk is the same for every key: softmax drops it
+            q_in_k = jnp.einsum("bqnd,cnd->bqnc", heads(q @ wq + bq), heads(wk))
+            logits = _batched_einsum("bqnc,bkc->bqnk", q_in_k, k)
+        else:  # q_into_k
+            kp = heads(k @ wk + bk)
+            k_in_q = jnp.einsum("bknd,cnd->bknc", kp, heads(wq))
+            logits = _batched_einsum("bqc,bknc->bqnk", q, k_in_q) + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None]
+        logits = logits.astype(f32) / jnp.sqrt(jnp.asarray(hd, f32))
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
-        attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = _batched_einsum("bnqk,bknc->bqnc", attn, v).reshape(*attn.shape[:1], attn.shape[2], internal)
-        return dense(self.embedding_dim, axes[::-1], name="out_proj", dtype=self.dtype)(out)
+        attn = jax.nn.softmax(logits, axis=-1).astype(dt)
+
+        if plan_values == "o_early":  # (weights v Wv) Wo = weights (v Wv Wo): per head, into C channels first
+            v_out = jnp.einsum("bknd,ndc->bknc", heads(v @ wv + bv), wo.reshape(nh, hd, c))
+            return _batched_einsum("bqnk,bknc->bqc", attn, v_out) + bo
+        if plan_values == "v_late":  # weights (v Wv + bv) = (weights v) Wv + bv: each row of weights sums to 1
+            mixed = _batched_einsum("bqnk,bkc->bqnc", attn, v)
+            out = jnp.einsum("bqnc,cnd->bqnd", mixed, heads(wv)) + heads(bv)
+        else:
+            out = _batched_einsum("bqnk,bknd->bqnd", attn, heads(v @ wv + bv))
+        return out.reshape(*out.shape[:2], internal) @ wo + bo
 
 
 class TwoWayAttentionBlock(nn.Module):

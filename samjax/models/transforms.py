@@ -99,6 +99,13 @@ def postprocess_masks(masks: jax.Array, input_size: tuple[int, int], original_si
 
 def resize_with_matrices(masks: jax.Array, m_h: jax.Array, m_w: jax.Array) -> jax.Array:
     """(..., h, w) -> (..., H, W) with per-axis matrices m_h (H, h), m_w (W, w) (see postprocess_matrix). The
-    matrices may be traced data, so one compiled function can serve many sizes (rows of zeros pad them)."""
-    x = jnp.einsum("Hh,...hw->...Hw", m_h, masks.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-    return jnp.einsum("...Hw,Ww->...HW", x, m_w, precision=jax.lax.Precision.HIGHEST)
+    matrices may be traced data, so one compiled function can serve many sizes (rows of zeros pad them). The
+    axis whose first product is cheaper goes first (fewer multiply-adds: landscape H first, portrait W first)."""
+    hi = jax.lax.Precision.HIGHEST
+    (big_h, h), (big_w, w) = m_h.shape, m_w.shape
+    masks = masks.astype(jnp.float32)
+    if big_h * h * w + big_h * w * big_w <= h * w * big_w + big_h * h * big_w:
+        x = jnp.einsum("Hh,...hw->...Hw", m_h, masks, precision=hi)
+        return jnp.einsum("...Hw,Ww->...HW", x, m_w, precision=hi)
+    x = jnp.einsum("...hw,Ww->...hW", masks, m_w, precision=hi)
+    return jnp.einsum("Hh,...hW->...HW", m_h, x, precision=hi)
