@@ -1,8 +1,11 @@
 """finetune: start from a converted official SAM checkpoint and train on one's own masks.
 
     python -m samjax.convert --checkpoint sam_vit_b_01ec64.pth --out ckpt/sam_vit_b
-    # SA-1B-format data (sa_N.jpg + sa_N.json) -> TFRecords; COCO-format: the TFDS / COCO route in samjax.data
+    # SA-1B-format data (sa_N.jpg + sa_N.json) -> TFRecords
     python -m samjax.data.sa1b --input /data/mine --output /data/mine_tfrecord --num-shards 8
+    # or COCO-format instance masks (polygons / RLE) -> the same TFRecords
+    python -m samjax.data.coco --annotations /data/mine/instances.json --images /data/mine/images \
+        --output /data/mine_tfrecord --num-shards 8
     python -m samjax.train --experiment=finetune --workdir=/tmp/ft \
         --config.init.path=ckpt/sam_vit_b --config.data.train_files='/data/mine_tfrecord/*.tfrecord' \
         [--config.optim.freeze_image_encoder=True] [--config.model.encoder_depth=32 ... for ViT-H: see below]

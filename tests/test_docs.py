@@ -77,6 +77,11 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
         (D + "test_data_commands_run",), "run verbatim in a tmp dir"),
     "python -m samjax.data.sa1b --input data/synthetic/raw --output data/synthetic/tfrecord --num-shards 2": (
         (D + "test_data_commands_run",), "run verbatim in a tmp dir"),
+    "python -m samjax.data.coco --annotations mine/instances.json --images mine/images --output mine/tfrecord "
+    "--num-shards 2": (
+        (D + "test_module_commands",
+         "tests/data/test_coco.py::test_convert_every_segmentation_form_and_skip_what_is_unusable"),
+        "same flags on a generated COCO file (polygons, both RLE forms, PNG, greyscale, broken files) in a tmp dir"),
     "pip install -e .": ((CI, D + "test_make_targets"),
                          "CI installs -e '.[torch,dev]', a superset; make demo/train install exactly this"),
     'pip install -e ".[tpu]"': ((D + "test_pip_extras_exist",), "the extra exists and is jax[tpu]; no TPU here"),
@@ -267,7 +272,7 @@ def test_pip_extras_exist():
 def test_data_commands_run(tmp_path):
     """The data-pipeline commands of the README, verbatim, as processes in a tmp working directory."""
     shown = [args for c in doc_commands() for args in python_commands(c) if args[0].startswith("samjax.data.")
-             and args[0] != "samjax.data.bench"]
+             and args[0] not in ("samjax.data.bench", "samjax.data.coco")]  # coco needs one's own annotations
     assert [a[0] for a in shown] == ["samjax.data.synthetic", "samjax.data.sa1b"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     outs = []

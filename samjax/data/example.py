@@ -3,8 +3,8 @@
 Protobuf: `tensorflow_datasets.proto.tf_example_pb2` / `tf_feature_pb2` (no TensorFlow needed). Our features (N = number of masks,
 P = total number of point prompts)::
 
-    image/encoded          bytes      the original JPEG bytes, untouched
-    image/format           bytes      b"jpeg"
+    image/encoded          bytes      the original image bytes, untouched (JPEG; PNG too from samjax.data.coco)
+    image/format           bytes      b"jpeg" (or b"png")
     image/id               int64      SA-1B image_id
     image/file_name        bytes      e.g. b"sa_1.jpg"
     image/height, width    int64      original size in pixels
@@ -23,7 +23,7 @@ normalised [ymin, xmin, ymax, xmax]) decode to the same record: see `samjax.data
 
 The decoded record (`Record`, a plain dict) holds::
 
-    image_id: int, file_name: str, height: int, width: int, jpeg: bytes
+    image_id: int, file_name: str, height: int, width: int, jpeg: bytes (the image file), format: str optional
     rle_counts: list[bytes] (N)          ann_id: (N,) int64            area: (N,) int64
     bbox: (N, 4) float32 XYWH pixels     crop_box: (N, 4) float32 XYWH pixels
     point_coords: (P, 2) float32         num_points: (N,) int64
@@ -61,7 +61,7 @@ def encode_record(rec: Record) -> bytes:
     n = len(rec["rle_counts"])
     feats = {
         "image/encoded": _bytes([rec["jpeg"]]),
-        "image/format": _bytes([b"jpeg"]),
+        "image/format": _bytes([rec.get("format", "jpeg").encode()]),
         "image/id": _ints([rec["image_id"]]),
         "image/file_name": _bytes([rec["file_name"].encode()]),
         "image/height": _ints([rec["height"]]),

@@ -127,21 +127,27 @@ def _read(loc: tuple[str, int, int]) -> bytes:
     return data
 
 
-def shard_path(out: str, k: int, n: int) -> str:
-    return os.path.join(out, f"sa1b-{k:05d}-of-{n:05d}.tfrecord")
+def shard_path(out: str, k: int, n: int, prefix: str = "sa1b") -> str:
+    return os.path.join(out, f"{prefix}-{k:05d}-of-{n:05d}.tfrecord")
 
 
-def convert_shard(job: tuple[str, int, int, list[SampleRef]]) -> dict:
-    """Writes shard k of n from its samples; returns (and stores in the .done.json marker) its counts."""
-    out, k, n, refs = job
-    final = shard_path(out, k, n)
+def load_sample(ref: SampleRef):
+    """One SA-1B sample -> Record (raises SA1BError / OSError)."""
+    return parse_sample(_read(ref.jpg), _read(ref.json), ref.name)
+
+
+def convert_shard(job: tuple) -> dict:
+    """Writes shard k of n from its items (load(item) -> Record, or ValueError / OSError: reported and skipped);
+    returns (and stores in the .done.json marker) its counts."""
+    out, prefix, k, n, items, load = job
+    final = shard_path(out, k, n, prefix)
     tmp = f"{final}.tmp-{os.getpid()}"
     written, masks, problems = 0, 0, []
     with TFRecordWriter(tmp) as w:
-        for ref in refs:
+        for item in items:
             try:
-                rec = parse_sample(_read(ref.jpg), _read(ref.json), ref.name)
-            except (SA1BError, OSError) as e:
+                rec = load(item)
+            except (ValueError, OSError) as e:
                 problems.append(str(e))
                 continue
             w.write(encode_record(rec))
@@ -166,15 +172,14 @@ def _load_marker(path: str) -> dict | None:
         return None
 
 
-def convert(inputs: list[str], out: str, num_shards: int, workers: int | None = None,
-            progress: bool = True) -> dict:
-    """Runs (or resumes) the conversion; returns the summary dict printed by the CLI."""
+def write_shards(out: str, items: list, num_shards: int, load, manifest: dict, *, prefix: str, desc: str,
+                 workers: int | None = None, progress: bool = True, problems: list[str] = ()) -> dict:
+    """Cuts `items` into `num_shards` contiguous blocks and writes (or, after an interruption, finishes) the shards
+    `OUT/PREFIX-k-of-n.tfrecord`. `load` must be a module-level function (it runs in worker processes).
+    `manifest` describes the input: a re-run into the same folder with another one is refused."""
     if num_shards < 1:
         raise ValueError("--num-shards must be >= 1")
     os.makedirs(out, exist_ok=True)
-    samples, scan_problems = scan_inputs(inputs)
-    manifest = {"num_samples": len(samples), "num_shards": num_shards,
-                "first": samples[0].name if samples else None, "last": samples[-1].name if samples else None}
     mpath = os.path.join(out, "conversion.json")
     if os.path.exists(mpath):
         with open(mpath) as f:
@@ -191,16 +196,16 @@ def convert(inputs: list[str], out: str, num_shards: int, workers: int | None = 
 
     done, jobs = {}, []
     for k in range(num_shards):
-        refs = samples[k * len(samples) // num_shards:(k + 1) * len(samples) // num_shards]
-        summary = _load_marker(shard_path(out, k, num_shards))
+        block = items[k * len(items) // num_shards:(k + 1) * len(items) // num_shards]
+        summary = _load_marker(shard_path(out, k, num_shards, prefix))
         if summary is not None:
             done[k] = summary
         else:
-            jobs.append((out, k, num_shards, refs))
+            jobs.append((out, prefix, k, num_shards, block, load))
     resumed = len(done)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     t0 = time.time()
-    bar = tqdm(total=sum(len(j[3]) for j in jobs), unit="img", desc="SA-1B -> TFRecord", disable=not progress)
+    bar = tqdm(total=sum(len(j[4]) for j in jobs), unit="img", desc=desc, disable=not progress)
     if workers == 1:
         results = map(convert_shard, jobs)
     else:
@@ -208,7 +213,7 @@ def convert(inputs: list[str], out: str, num_shards: int, workers: int | None = 
         results = pool.imap_unordered(convert_shard, jobs)
     try:
         for s in results:
-            done[int(s["shard"].split("-")[1])] = s
+            done[int(s["shard"].split("-")[-3])] = s
             bar.update(s["images"] + s["skipped"])
             bar.set_postfix(skipped=sum(d["skipped"] for d in done.values()))
     finally:
@@ -216,12 +221,35 @@ def convert(inputs: list[str], out: str, num_shards: int, workers: int | None = 
         if workers > 1:
             pool.close()
             pool.join()
-    problems = scan_problems + [p for k in sorted(done) for p in done[k]["problems"]]
+    problems = list(problems) + [p for k in sorted(done) for p in done[k]["problems"]]
     return {
         "output": out, "shards": num_shards, "shards_resumed": resumed, "shards_written": len(jobs),
         "images": sum(d["images"] for d in done.values()), "masks": sum(d["masks"] for d in done.values()),
         "skipped": len(problems), "problems": problems, "seconds": round(time.time() - t0, 1),
     }
+
+
+def convert(inputs: list[str], out: str, num_shards: int, workers: int | None = None,
+            progress: bool = True) -> dict:
+    """Runs (or resumes) the conversion; returns the summary dict printed by the CLI."""
+    if num_shards < 1:
+        raise ValueError("--num-shards must be >= 1")
+    samples, scan_problems = scan_inputs(inputs)
+    manifest = {"num_samples": len(samples), "num_shards": num_shards,
+                "first": samples[0].name if samples else None, "last": samples[-1].name if samples else None}
+    return write_shards(out, samples, num_shards, load_sample, manifest, prefix="sa1b", desc="SA-1B -> TFRecord",
+                        workers=workers, progress=progress, problems=scan_problems)
+
+
+def print_summary(s: dict) -> None:
+    """The CLI's report: the problems (first 50) on stderr, one summary line on stdout."""
+    for prob in s["problems"][:50]:
+        print(f"skipped: {prob}", file=sys.stderr)
+    if len(s["problems"]) > 50:
+        print(f"... and {len(s['problems']) - 50} more (see the .done.json markers)", file=sys.stderr)
+    print(f"done: {s['images']} images, {s['masks']} masks in {s['shards']} shards under {s['output']} "
+          f"({s['shards_written']} written now, {s['shards_resumed']} already done); "
+          f"{s['skipped']} samples/files skipped; {s['seconds']} s")
 
 
 def main(argv=None) -> int:
@@ -232,14 +260,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    s = convert(a.input, a.output, a.num_shards, a.workers, progress=not a.no_progress)
-    for prob in s["problems"][:50]:
-        print(f"skipped: {prob}", file=sys.stderr)
-    if len(s["problems"]) > 50:
-        print(f"... and {len(s['problems']) - 50} more (see the .done.json markers)", file=sys.stderr)
-    print(f"done: {s['images']} images, {s['masks']} masks in {s['shards']} shards under {s['output']} "
-          f"({s['shards_written']} written now, {s['shards_resumed']} already done); "
-          f"{s['skipped']} samples/files skipped; {s['seconds']} s")
+    print_summary(convert(a.input, a.output, a.num_shards, a.workers, progress=not a.no_progress))
     return 0
 
 
