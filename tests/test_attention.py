@@ -45,12 +45,13 @@ def test_matches_official_formula(impl, rel, monkeypatch):
     np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("budget,shape", [(2 * 4 * 5 * 30, (1, 2)), (8 * 4 * 5 * 30, (2, 4)), (10 ** 9, (6, 4))])
-def test_chunked_over_rows_and_head_groups(budget, shape, monkeypatch):
-    """Chunks of (query grid rows, heads) sized by CHUNK_LOGIT_BYTES; every split gives the official values."""
+@pytest.mark.parametrize("budget,shape", [(2 * 4 * 5 * 30, (1, 1, 2)), (8 * 4 * 5 * 30, (1, 2, 4)),
+                                          (24 * 4 * 5 * 30, (1, 6, 4)), (10 ** 9, (2, 6, 4))])
+def test_chunked_over_batch_rows_and_head_groups(budget, shape, monkeypatch):
+    """Chunks of (batch, query grid rows, heads) sized by CHUNK_LOGIT_BYTES; every split gives the official values."""
     monkeypatch.setattr(A, "CHUNK_LOGIT_BYTES", budget)
     hw = (6, 5)
-    assert A.chunk_shape(*hw, 30, 4) == shape  # logits of one grid row of one head: 4 B x 5 x 30
+    assert A.chunk_shape(2, *hw, 30, 4) == shape  # logits of one grid row of one head: 4 B x 5 x 30
     q, k, v, rel_pos = _inputs(5, hw=hw, nh=4)
     out = jax.jit(lambda *a: A.attention(*a, hw, "chunked"))(q, k, v, rel_pos)
     np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
@@ -96,6 +97,8 @@ def test_bfloat16_close_to_float32():
 def test_auto_and_errors():
     assert A.resolve("auto", jnp.float32, 4096) == "chunked"  # CPU, global attention at 64x64
     assert A.resolve("auto", jnp.bfloat16, 196) == "xla"  # CPU, a 14x14 window
+    assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "chunked"  # ViT-B's 25 windows (46 MB)
+    assert A.resolve("auto", jnp.float32, 16, 4 * 32 * 4 * 16 ** 2) == "xla"  # tiny training windows
     assert A.resolve("folded", jnp.float32, 10) == "folded"
     with pytest.raises(ValueError, match="attention implementation must be one of"):
         A.resolve("flash", jnp.float32, 10)
