@@ -99,6 +99,12 @@ def test_auto_and_errors():
     assert A.resolve("auto", jnp.bfloat16, 196) == "xla"  # CPU, a 14x14 window
     assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "chunked"  # ViT-B's 25 windows (46 MB)
     assert A.resolve("auto", jnp.float32, 16, 4 * 32 * 4 * 16 ** 2) == "xla"  # tiny training windows
+    with A.for_platform("tpu"):  # ahead-of-time compilation for TPU on this CPU host: no CPU-only window rule
+        assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "xla"
+        assert A.resolve("auto", jnp.bfloat16, 4096) == "chunked"
+    with A.for_platform("gpu"):
+        assert A.resolve("auto", jnp.bfloat16, 4096) == "cudnn"
+    assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "chunked"  # the context is gone
     assert A.resolve("folded", jnp.float32, 10) == "folded"
     with pytest.raises(ValueError, match="attention implementation must be one of"):
         A.resolve("flash", jnp.float32, 10)

@@ -30,6 +30,7 @@ def test_vith_train_step_compiles_and_fits_v5p():
 
     from benchmarks.tpu_aot import bytes_in_use, cost
     from samjax import experiment, train, train_state
+    from samjax.models import attention
 
     topo = topologies.get_topology_desc(topology_name=os.environ.get("SAMJAX_AOT_TOPOLOGY", "v5p:4x4x4"),
                                         platform="tpu")
@@ -41,7 +42,7 @@ def test_vith_train_step_compiles_and_fits_v5p():
     cfg.prompts.remat_rounds = True
     mc = experiment.model_config(cfg)
     tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)  # eager setup runs on CPU (JAX_PLATFORMS=cpu)
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), attention.for_platform("tpu"):  # `auto` resolved as on a TPU host
         nan = jax.ShapeDtypeStruct((8,), np.int32, sharding=NamedSharding(mesh, P()))
         compiled = step.lower(abstract, train.batch_spec(cfg, mc, mesh), nan).compile()
     per_chip = bytes_in_use(compiled)

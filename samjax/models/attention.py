@@ -29,6 +29,8 @@ Shapes: q, k, v (B, L, nh, hd); R_h (2H-1, hd), R_w (2W-1, hd) or None; output (
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +64,21 @@ def rel_pos_terms(q: jax.Array, rel_pos_h: jax.Array, rel_pos_w: jax.Array, hw: 
             jnp.einsum("bhwnc,wkc->bhwnk", q, r_w, preferred_element_type=f32))
 
 
+_TARGET_PLATFORM: str | None = None
+
+
+@contextlib.contextmanager
+def for_platform(platform: str):
+    """Resolve `auto` for `platform` ("cpu", "gpu", "tpu") instead of the default backend inside this block: for
+    ahead-of-time compilation on one machine for another (e.g. TPU executables built on a CPU host)."""
+    global _TARGET_PLATFORM
+    old, _TARGET_PLATFORM = _TARGET_PLATFORM, platform
+    try:
+        yield
+    finally:
+        _TARGET_PLATFORM = old
+
+
 def resolve(impl: str, dtype, num_tokens: int, logit_bytes: int = 0) -> str:
     """The implementation `auto` stands for on the default backend (tracing time), else `impl` itself.
     logit_bytes: the size the (B, nh, L, L) float32 logits would have (0: unknown)."""
@@ -69,7 +86,7 @@ def resolve(impl: str, dtype, num_tokens: int, logit_bytes: int = 0) -> str:
         raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if impl != "auto":
         return impl
-    backend = jax.default_backend()
+    backend = _TARGET_PLATFORM or jax.default_backend()
     if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
         return "cudnn"
     if num_tokens >= CHUNK_MIN_TOKENS or (backend == "cpu" and logit_bytes > CHUNK_LOGIT_BYTES):
