@@ -104,6 +104,8 @@ def test_auto_and_errors():
         assert A.resolve("auto", jnp.bfloat16, 4096) == "chunked"
     with A.for_platform("gpu"):
         assert A.resolve("auto", jnp.bfloat16, 4096) == "cudnn"
+        assert A.chunk_shape(1, 64, 64, 4096, 16) == (1, 4, 16)  # ViT-H global attention: 64 MB chunks on TPU
+    assert A.chunk_shape(1, 64, 64, 4096, 16) == (1, 1, 4)  # on CPU, 4 MB: one grid row of 4 heads
     assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "chunked"  # the context is gone
     assert A.resolve("folded", jnp.float32, 10) == "folded"
     with pytest.raises(ValueError, match="attention implementation must be one of"):

@@ -38,10 +38,12 @@ import numpy as np
 IMPLEMENTATIONS = ("auto", "xla", "chunked", "folded", "cudnn", "cudnn_bias")
 # `auto` switches to `chunked` at this many tokens (global attention at 64x64 = 4096; windows are 196).
 CHUNK_MIN_TOKENS = 1024
-# Float32 logits per chunk of (query rows, heads), at most: ViT-B's 64x64 global attention on a 2-core CPU ran
-# 1.7x faster in 1-4 MB chunks (one grid row of queries, 1-4 heads: logits that stay in cache through bias, max,
-# exp and the product with v) than in 50 MB chunks of all heads (measured side by side, commit "Chunked ...").
+# Float32 logits per chunk of (batch, query rows, heads), at most. CPU: ViT-B's 64x64 global attention on a 2-core
+# CPU ran 1.7x faster in 1-4 MB chunks (one grid row of queries, 1-4 heads: logits that stay in cache through
+# bias, max, exp and the product with v) than in 50 MB chunks of all heads (measured side by side). Accelerators
+# keep large chunks (fewer, bigger matmuls; the TPU memory estimates in benchmarks/README.md were made with them).
 CHUNK_LOGIT_BYTES = 4 * 2 ** 20
+ACCELERATOR_CHUNK_LOGIT_BYTES = 64 * 2 ** 20
 
 
 def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
@@ -136,14 +138,20 @@ def _xla(q, k, v, rel, hw, scale):
     return _softmax_av(logits, v)
 
 
+def chunk_budget() -> int:
+    """Bytes of float32 logits per chunk on the platform being compiled for (see `for_platform`)."""
+    cpu = (_TARGET_PLATFORM or jax.default_backend()) == "cpu"
+    return CHUNK_LOGIT_BYTES if cpu else ACCELERATOR_CHUNK_LOGIT_BYTES
+
+
 def chunk_shape(b: int, h: int, w: int, length: int, nh: int) -> tuple[int, int, int]:
-    """(batch elements, query grid rows, heads) per chunk: the most whose float32 logits fit CHUNK_LOGIT_BYTES,
+    """(batch elements, query grid rows, heads) per chunk: the most whose float32 logits fit `chunk_budget()`,
     splitting heads only within one grid row and batch elements only once whole elements fit."""
-    per_head_row = 4 * w * length
-    fits = lambda n, unit: [d for d in range(1, n + 1) if n % d == 0 and d * unit <= CHUNK_LOGIT_BYTES]  # noqa: E731
-    if h * nh * per_head_row <= CHUNK_LOGIT_BYTES:
+    per_head_row, budget = 4 * w * length, chunk_budget()
+    fits = lambda n, unit: [d for d in range(1, n + 1) if n % d == 0 and d * unit <= budget]  # noqa: E731
+    if h * nh * per_head_row <= budget:
         return max(fits(b, h * nh * per_head_row)), h, nh
-    if nh * per_head_row <= CHUNK_LOGIT_BYTES:
+    if nh * per_head_row <= budget:
         return 1, max(fits(h, nh * per_head_row)), nh
     return 1, 1, max(fits(nh, per_head_row) or [1])
 
