@@ -21,7 +21,8 @@ What limited learning (measured; see the runs below):
   * Mask size vs the model's resolution. With every mask from 16 px annotated, the median held-out mask is 19.5
     cells of the 32x32 grid and 43% are under 16 cells (one 16 px patch); a perfect mask made of 8x8 blocks (one
     per patch) scores 0.34 mean IoU on them all (16x16 blocks: 0.64); the trained model scored 0.09 under 4 cells
-    and 0.28-0.33 at 4-16. Annotating masks from 256 px raised held-out mIoU at equal steps from 0.30 to 0.42.
+    and 0.28-0.33 at 4-16. Annotating masks from 256 px raised held-out mIoU at 450 steps from 0.30 to 0.42
+    (each on its own held-out annotations).
   * The all-background plateau is partly the time the decoder takes to learn a W_q^T W_k that matches the point's
     Fourier PE to the image PE: tying k_proj = q_proj at init (config.init.decoder_qk_gain, same parameter layout)
     gives that match at step 0 and shortens it (escape ~215 steps instead of ~290; held-out 0.270 vs 0.141 at
@@ -34,7 +35,7 @@ What limited learning (measured; see the runs below):
 Runs (shared 2-core CPU, load 4-7 from another engineer's jobs; held-out mIoU on 24 images = 97-173 masks unless
 noted; "escape" = first step with non-zero train mIoU). Original data = masks from 16 px (the previous default):
   run                                                 1pt mIoU @225-300  @450        @600+             note
-  previous config (2 rounds, 8 slots, lr 3e-3)        0.141 @300         0.238       0.288 @600        escape ~290
+  previous config (H1, the previous session's run)    0.141 @300         0.238       0.288 @600        escape ~290
   + tied q/k gain 1                                   0.270 @300         0.303       -                 escape ~215
   + tied q/k gain 4                                   0.212 @300         0.283       -                 escape ~190
   + tied, box_prob 0                                  0.089 @225         0.311       -
@@ -45,11 +46,12 @@ noted; "escape" = first step with non-zero train mIoU). Original data = masks fr
   tied, decay /10 at 1000 (L1)                        0.391 @300         -           0.454 @600, 0.436 @900, 0.512 @1200
   L1 + focal alpha off (-1)                           0.386 @300         -           0.430 @600        stopped at 786
   tied, 4 slots, 1 round (N2)                         0.371 @300         -           0.434 @600, 0.444 @900
-  N2, x0.3 at 600/1200, 480 s (F1; 40 images)         2123 steps: 0.513 (oracle 0.593); 3 clicks 0.276 < 1 click
+  N2, x0.3 at 600/1200, 480 s (F1; 40 images)         2123 steps: 0.513 (oracle 0.593)
   F1 with batch 16 (F2; 40 images)                    1024 steps: 0.465 (oracle 0.571)
   F1 + third x0.3 at 1800 (G2; 40 images)             1784 steps (busier machine): 0.516 (oracle 0.601)
   this config (2 rounds, 4 slots), 480 s (H2; 40 im.) 1333 steps: 0.517 (oracle 0.617); 3 clicks 0.642, 5: 0.654
-F1's model on the original data (masks from 16 px, 40 images): 0.350 (the previous final model: 0.388).
+F1's model on the original data (masks from 16 px, 40 images): 1 click 0.350, 3 clicks 0.276, 5 clicks 0.261 (the
+mask-prompt path is untrained with 1 round; the previous final model: 0.388, 0.514, 0.554).
 
 Measured (2026-11-26, 2-core CPU, no accelerator, shared but quiet for this run: load average 2.8 at the start,
 2.3 at the end, the run's own threads included; this exact config and command, fresh workdir /tmp/learn/final,
