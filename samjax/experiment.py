@@ -27,14 +27,17 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.model = SamConfig.vit_h(encoder_drop_path_rate=0.4, dtype="bfloat16").to_dict()
-    c.init = ml_collections.ConfigDict({"kind": "scratch", "path": ""})  # scratch | sam (samjax dir or .pth) | mae
+    # kind: scratch | sam (samjax dir or .pth) | mae. decoder_qk_gain > 0 (scratch only): tied q/k init of the mask
+    # decoder's attentions (samjax.train.tie_decoder_qk); 0 is the plain init.
+    c.init = ml_collections.ConfigDict({"kind": "scratch", "path": "", "decoder_qk_gain": 0.0})
     c.data = ml_collections.ConfigDict({
         "train_files": "", "eval_files": "", "batch_size": 256,  # global batch (images)
         "max_masks_per_image": 64, "max_mask_area_fraction": 0.9, "shuffle_window": 256, "worker_count": 8,
         "cycle_length": 8, "skip_corrupt": True,
         # Synthetic SA-1B data made in WORKDIR/data when train_files is empty (tiny_synthetic).
         "synthetic": {"num_train": 0, "num_eval": 0, "height": 128, "width": 128, "objects": 0, "shards": 4,
-                      "min_object_frac": 0.04},  # objects' smallest height / shorter side
+                      "min_object_frac": 0.04,  # objects' smallest height / shorter side
+                      "min_mask_area": 0},  # pixels; smaller visible masks are not annotated (0: generator default)
     })
     c.optim = ml_collections.ConfigDict({
         "lr": 8e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1, "layer_decay": 0.8,

@@ -60,7 +60,8 @@ def prepare_synthetic(cfg, workdir: str) -> tuple[str, str]:
         if not os.path.exists(os.path.join(dst, "done")):
             raw = os.path.join(workdir, "data", f"{split}_raw")
             write_synthetic(raw, n, seed=cfg.seed, size=(s.height, s.width), first_id=first,
-                            num_objects=s.objects or None, min_object_frac=s.get("min_object_frac", 0.04))
+                            num_objects=s.objects or None, min_object_frac=s.get("min_object_frac", 0.04),
+                            min_mask_area=s.get("min_mask_area", 0))
             convert([raw], dst, num_shards=max(1, min(s.shards, n)), workers=1, progress=False)
             open(os.path.join(dst, "done"), "w").close()
         out[split] = os.path.join(dst, "*.tfrecord")
@@ -107,10 +108,36 @@ def initial_params(cfg, model_cfg: SamConfig) -> dict:
     kind = cfg.init.kind
     if kind == "scratch":
         k_params = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
-        return jax.tree.map(np.asarray, init_params(model_cfg, k_params))
+        params = jax.tree.map(np.asarray, init_params(model_cfg, k_params))
+        return tie_decoder_qk(params, cfg.init.get("decoder_qk_gain", 0.0))
     if kind in ("sam", "mae"):
         return jax.tree.map(np.asarray, load_init_params(cfg, model_cfg))
     raise ValueError(f"config.init.kind must be scratch, sam or mae, got {kind!r}")
+
+
+def tie_decoder_qk(params: dict, gain: float) -> dict:
+    """From-scratch init option (gain > 0): every mask-decoder attention starts with k_proj = q_proj = sqrt(gain) x
+    q_proj (biases zero), so q.k = gain x (x W)(y W)^T with W W^T ~ a scaled identity: the point's Fourier PE matches
+    the image PE of its own cell from step 0 instead of after hundreds of steps of learning W_q^T W_k. Same modules
+    and parameter names (only the initial values change); gain 0 leaves the init untouched."""
+    if not gain:
+        return params
+    params = jax.tree.map(lambda x: x, params)  # new containers: the caller's tree is left as it was
+    scale = float(np.sqrt(gain))
+
+    def visit(tree):
+        for name, sub in tree.items():
+            if not isinstance(sub, dict):
+                continue
+            if "q_proj" in sub and "k_proj" in sub:
+                w = np.asarray(sub["q_proj"]["kernel"]) * scale
+                sub["q_proj"] = dict(sub["q_proj"], kernel=w)
+                sub["k_proj"] = dict(sub["k_proj"], kernel=w.copy())
+            else:
+                visit(sub)
+
+    visit(params["mask_decoder"])
+    return params
 
 
 def load_init_params(cfg, model_cfg: SamConfig) -> dict:

@@ -70,6 +70,25 @@ def test_loss_falls_and_exports(tfrecords, tmp_path):
     assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 31))
 
 
+def test_tied_decoder_qk_init_keeps_the_layout():
+    cfg = experiment.base_config()
+    cfg.model = TINY_MODEL.to_dict()
+    plain = train.initial_params(cfg, TINY_MODEL)
+    cfg.init.decoder_qk_gain = 4.0
+    tied = train.initial_params(cfg, TINY_MODEL)
+    # same tree, names and shapes (official checkpoints still load); only decoder q/k kernels change
+    assert jax.tree.structure(plain) == jax.tree.structure(tied)
+    assert jax.tree.map(np.shape, plain) == jax.tree.map(np.shape, tied)
+    attn = tied["mask_decoder"]["transformer"]["layers_0"]["cross_attn_token_to_image"]
+    ref = plain["mask_decoder"]["transformer"]["layers_0"]["cross_attn_token_to_image"]
+    np.testing.assert_array_equal(attn["k_proj"]["kernel"], attn["q_proj"]["kernel"])
+    np.testing.assert_allclose(attn["q_proj"]["kernel"], 2.0 * ref["q_proj"]["kernel"], rtol=1e-6)
+    np.testing.assert_array_equal(attn["v_proj"]["kernel"], ref["v_proj"]["kernel"])
+    np.testing.assert_array_equal(tied["image_encoder"]["patch_embed"]["proj"]["kernel"],
+                                  plain["image_encoder"]["patch_embed"]["proj"]["kernel"])
+    assert not np.array_equal(ref["k_proj"]["kernel"], ref["q_proj"]["kernel"])  # gain 0: untouched
+
+
 def test_resume_is_bit_identical(tfrecords, tmp_path):
     whole = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "a"))
     # an "interrupted" run: the same workdir as it was after step 2

@@ -78,10 +78,11 @@ def _texture(rng: np.random.Generator, bh: int, bw: int) -> np.ndarray:
 
 
 def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None,
-                min_object_frac: float = MIN_OBJECT_FRAC):
+                min_object_frac: float = MIN_OBJECT_FRAC, min_mask_area: int = 0):
     """One synthetic SA-1B sample: (jpeg bytes, SA-1B JSON dict). Deterministic in (seed, image_id).
 
-    Object heights are log-uniform in [min_object_frac, 0.6] x the shorter image side (at least 3 px)."""
+    Object heights are log-uniform in [min_object_frac, 0.6] x the shorter image side (at least 3 px). Visible
+    masks under max(16, H W / 20000, min_mask_area) pixels get no annotation (the pixels are drawn all the same)."""
     rng = np.random.default_rng([seed, image_id])
     h, w = height, width
     if num_objects is None:
@@ -125,7 +126,7 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=90)
     anns = []
-    min_area = max(16, h * w // 20_000)
+    min_area = max(16, h * w // 20_000, min_mask_area)
     full = np.zeros((h, w), np.uint8, order="F")
     for o in objects:
         if o["m"].sum() < min_area:
@@ -163,7 +164,7 @@ def decoded_sample(seed: int, image_id: int, height: int, width: int, num_object
 
 def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size: tuple[int, int] = (1500, 2250),
                     tar: bool = False, first_id: int = 1, num_objects: int | None = None,
-                    min_object_frac: float = MIN_OBJECT_FRAC) -> list[str]:
+                    min_object_frac: float = MIN_OBJECT_FRAC, min_mask_area: int = 0) -> list[str]:
     """Writes `num_images` samples to `out` as sa_N.jpg/sa_N.json (or one tar `sa_000000.tar`); returns paths."""
     os.makedirs(out, exist_ok=True)
     h, w = size
@@ -171,7 +172,7 @@ def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size
     tf = tarfile.open(os.path.join(out, "sa_000000.tar"), "w") if tar else None
     try:
         for image_id in range(first_id, first_id + num_images):
-            jpeg, doc = make_sample(seed, image_id, h, w, num_objects, min_object_frac)
+            jpeg, doc = make_sample(seed, image_id, h, w, num_objects, min_object_frac, min_mask_area)
             for name, data in ((f"sa_{image_id}.jpg", jpeg), (f"sa_{image_id}.json", json.dumps(doc).encode())):
                 if tf is not None:
                     info = tarfile.TarInfo(name)
@@ -198,10 +199,12 @@ def main(argv=None) -> None:
     p.add_argument("--min-object-frac", type=float, default=MIN_OBJECT_FRAC,
                    help="smallest object height / shorter side (default %(default)s; the largest is 0.6)")
     p.add_argument("--tar", action="store_true", help="write one tar shard sa_000000.tar like the SA-1B release")
+    p.add_argument("--min-mask-area", type=int, default=0,
+                   help="annotate only visible masks of at least this many pixels (default: max(16, H W / 20000))")
     a = p.parse_args(argv)
     h, w = (int(v) for v in a.size.lower().split("x"))
     paths = write_synthetic(a.out, a.num_images, a.seed, (h, w), a.tar, num_objects=a.objects,
-                            min_object_frac=a.min_object_frac)
+                            min_object_frac=a.min_object_frac, min_mask_area=a.min_mask_area)
     print(f"wrote {a.num_images} synthetic SA-1B images ({h}x{w}) to {a.out} ({len(paths)} files)")
 
 

@@ -15,3 +15,12 @@ def test_min_object_frac_raises_object_sizes():
     small, large = areas(0.04), areas(0.1)
     assert np.median(large) > 1.5 * np.median(small)
     assert (large < 64).mean() < (small < 64).mean()  # fewer masks under 8x8 px
+
+
+def test_min_mask_area_drops_small_annotations_only():
+    base, big = make_sample(0, 3, 128, 128, 6, 0.1), make_sample(0, 3, 128, 128, 6, 0.1, min_mask_area=256)
+    assert base[0] == big[0]  # the same pixels
+    assert all(a["area"] >= 256 for a in big[1]["annotations"])
+    assert sorted(a["area"] for a in big[1]["annotations"]) == sorted(a["area"] for a in base[1]["annotations"]
+                                                                       if a["area"] >= 256)
+    assert make_sample(4, 2, 64, 64, 6) == make_sample(4, 2, 64, 64, 6, min_mask_area=0)
