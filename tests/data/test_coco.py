@@ -1,6 +1,5 @@
 """COCO-format instance masks -> the training TFRecords: every segmentation form, the skips, resume, the pipeline."""
 
-import io
 import json
 
 import numpy as np
