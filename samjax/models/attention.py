@@ -81,6 +81,11 @@ def for_platform(platform: str):
         _TARGET_PLATFORM = old
 
 
+def _platform() -> str:
+    """The platform being compiled for: `for_platform`'s, else the default backend."""
+    return _TARGET_PLATFORM or jax.default_backend()
+
+
 def resolve(impl: str, dtype, num_tokens: int, logit_bytes: int = 0) -> str:
     """The implementation `auto` stands for on the default backend (tracing time), else `impl` itself.
     logit_bytes: the size the (B, nh, L, L) float32 logits would have (0: unknown)."""
@@ -88,10 +93,10 @@ def resolve(impl: str, dtype, num_tokens: int, logit_bytes: int = 0) -> str:
         raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if impl != "auto":
         return impl
-    backend = _TARGET_PLATFORM or jax.default_backend()
+    backend = _platform()
     if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
         return "cudnn"
-    if num_tokens >= CHUNK_MIN_TOKENS or (backend == "cpu" and logit_bytes > CHUNK_LOGIT_BYTES):
+    if num_tokens >= CHUNK_MIN_TOKENS or (backend == "cpu" and logit_bytes > chunk_budget()):
         return "chunked"
     return "xla"
 
@@ -140,8 +145,7 @@ def _xla(q, k, v, rel, hw, scale):
 
 def chunk_budget() -> int:
     """Bytes of float32 logits per chunk on the platform being compiled for (see `for_platform`)."""
-    cpu = (_TARGET_PLATFORM or jax.default_backend()) == "cpu"
-    return CHUNK_LOGIT_BYTES if cpu else ACCELERATOR_CHUNK_LOGIT_BYTES
+    return CHUNK_LOGIT_BYTES if _platform() == "cpu" else ACCELERATOR_CHUNK_LOGIT_BYTES
 
 
 def chunk_shape(b: int, h: int, w: int, length: int, nh: int) -> tuple[int, int, int]:
