@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from samjax.data import rle
 from samjax.data.sa1b import print_summary, write_shards
 
 
@@ -51,19 +52,17 @@ def _rle(seg, h: int, w: int, where: str) -> dict:
         if list(seg["size"]) != [h, w]:
             raise COCOError(f"{where}: segmentation size {seg['size']} is not the image's [{h}, {w}]")
         counts = seg["counts"]
-        if isinstance(counts, list):
-            if sum(counts) != h * w or any(not isinstance(c, Integral) or c < 0 for c in counts):
-                raise COCOError(f"{where}: uncompressed RLE counts must be non-negative ints summing to {h * w}")
-            return mask_utils.frPyObjects(seg, h, w)
-        if isinstance(counts, str):
-            rle = {"size": [h, w], "counts": counts.encode()}
-            try:
-                if int(mask_utils.area(rle)) > h * w:
-                    raise ValueError("more pixels than the image")
-                mask_utils.decode(rle)
-            except Exception as e:  # pycocotools raises bare errors on malformed strings
-                raise COCOError(f"{where}: bad compressed RLE: {e}") from e
-            return rle
+        try:
+            if isinstance(counts, list):
+                if any(not isinstance(c, Integral) or c < 0 for c in counts):
+                    raise ValueError("counts must be non-negative ints")
+                rle.check_runs(np.asarray(counts, np.int64), h, w)
+                return mask_utils.frPyObjects(seg, h, w)
+            if isinstance(counts, str):
+                rle.check_runs(rle.rle_runs(counts), h, w)  # the SA-1B converter's check
+                return {"size": [h, w], "counts": counts.encode()}
+        except ValueError as e:
+            raise COCOError(f"{where}: bad {'un' if isinstance(counts, list) else ''}compressed RLE: {e}") from e
     raise COCOError(f"{where}: segmentation must be polygons or an RLE dict with 'size' and 'counts'")
 
 
@@ -91,14 +90,14 @@ def load_image(item: tuple) -> dict:
     for ann in anns:
         if ann.get("iscrowd", 0) and not keep_crowd:
             continue
-        rle = _rle(ann.get("segmentation"), h, w, f"{name}: annotation {ann.get('id')}")
-        area = int(mask_utils.area(rle))
+        mask_rle = _rle(ann.get("segmentation"), h, w, f"{name}: annotation {ann.get('id')}")
+        area = int(mask_utils.area(mask_rle))
         if area == 0:
             continue
-        counts.append(rle["counts"] if isinstance(rle["counts"], bytes) else rle["counts"].encode())
+        counts.append(mask_rle["counts"] if isinstance(mask_rle["counts"], bytes) else mask_rle["counts"].encode())
         ids.append(int(ann["id"]))
         areas.append(area)
-        boxes.append(mask_utils.toBbox(rle))
+        boxes.append(mask_utils.toBbox(mask_rle))
     if not counts:
         raise COCOError(f"{path}: no masks to train on (no annotations, or only crowd / empty ones); skipped")
     n = len(counts)
