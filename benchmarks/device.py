@@ -152,39 +152,52 @@ def train_step_flops(cfg, mc: SamConfig) -> tuple[float, int]:
     return flops, rounds
 
 
+class StatefulStep:
+    """A donated-state train step as a callable of its other arguments: each call continues from the last state.
+    `lower` lowers the underlying jitted step (for HLO and compile time)."""
+
+    def __init__(self, step, state):
+        self.step, self.state = step, state
+
+    def lower(self, *args):
+        return self.step.lower(self.state, *args)
+
+    def __call__(self, *args):
+        self.state, out = self.step(self.state, *args)
+        return out["loss"]
+
+
+def train_step_call(tiny: bool, images: int):
+    """One ViT-B training step on a synthetic batch of `images` -> (StatefulStep, (batch, nan_steps), cfg, mc)."""
+    from samjax import train, train_state  # noqa: PLC0415
+
+    cfg, mc = vitb_train_config(tiny, images)
+    mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
+    params = init_params(mc, jax.random.PRNGKey(0))
+    state = train_state.init_state(params, tx, 0, shardings)
+    b, m, s, k = images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
+    rng = np.random.default_rng(0)
+    masks = np.zeros((b, m, k, k), bool)
+    for i in range(m):  # rectangles of varied size, so every prompt round has real error regions
+        y0, x0 = rng.integers(0, k // 2, 2)
+        hh, ww = rng.integers(max(1, k // 16), k // 2 + 1, 2)
+        masks[:, i, y0:y0 + hh, x0:x0 + ww] = True
+    ys, xs = np.nonzero(masks[0].any(0))
+    boxes = np.stack([[xs.min(), ys.min(), xs.max(), ys.max()]] * m).astype(np.float32) * (s / k)
+    batch = {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8),
+             "input_hw": np.full((b, 2), s, np.int32), "masks": masks,
+             "mask_valid": np.ones((b, m), bool), "boxes": np.broadcast_to(boxes, (b, m, 4)).copy()}
+    return StatefulStep(step, state), (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32)), cfg, mc
+
+
 def bench_train(tiny, peak, iters, budget) -> None:
     if budget.out():
         return row("train", "vit_b step", "skipped", "", note="(budget)")
-    from samjax import train, train_state  # noqa: PLC0415
-
     images = 1 if tiny else 2
-    cfg, mc = vitb_train_config(tiny, images)
-    mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     try:
-        tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
-        params = init_params(mc, jax.random.PRNGKey(0))
-        state = train_state.init_state(params, tx, 0, shardings)
-        b, m, s, k = images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
-        rng = np.random.default_rng(0)
-        masks = np.zeros((b, m, k, k), bool)
-        for i in range(m):  # rectangles of varied size, so every prompt round has real error regions
-            y0, x0 = rng.integers(0, k // 2, 2)
-            hh, ww = rng.integers(max(1, k // 16), k // 2 + 1, 2)
-            masks[:, i, y0:y0 + hh, x0:x0 + ww] = True
-        ys, xs = np.nonzero(masks[0].any(0))
-        boxes = np.stack([[xs.min(), ys.min(), xs.max(), ys.max()]] * m).astype(np.float32) * (s / k)
-        batch = {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8),
-                 "input_hw": np.full((b, 2), s, np.int32), "masks": masks,
-                 "mask_valid": np.ones((b, m), bool), "boxes": np.broadcast_to(boxes, (b, m, 4)).copy()}
-        batch = train.to_global(batch, mesh)
-        nan = jnp.asarray([-1], jnp.int32)
-        holder = {"state": state}
-
-        def one():
-            holder["state"], out = step(holder["state"], batch, nan)
-            return out["loss"]
-
-        first, sec = timeit(one, iters, warmup=2)
+        one, args, cfg, mc = train_step_call(tiny, images)
+        first, sec = timeit(lambda: one(*args), iters, warmup=2)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         return row("train", "vit_b step", "failed", "", note=f"{type(e).__name__}: {str(e)[:200]}")
