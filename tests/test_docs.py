@@ -102,6 +102,9 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m benchmarks.device --tiny": (
         (D + "test_module_commands", "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
         "exactly what the test runs (in-process)"),
+    "python -m benchmarks.profile --what decoder --tiny": (
+        (D + "test_module_commands", "tests/test_benchmarks.py::test_profile_summarises_the_ops_of_a_traced_workload"),
+        "the test runs it in-process with a smaller batch and --hlo"),
     "make bench-data": ((D + "test_make_targets", D + "test_bench_data_runs_small"), "run with tiny images"),
     "make bench-amg": ((D + "test_make_targets",),
                        "--help and flags only: the benchmark runs the official ViT-B for minutes"),
