@@ -6,7 +6,7 @@
 
 Runs the workload (the same functions `benchmarks.device` times), traces `--iters` calls with `jax.profiler`,
 reads the trace back (`jax.profiler.ProfileData`) and prints, per call: wall time, the time the device was busy,
-and the ops (the `hlo_op` of each event: fusion names of the optimised HLO) and kernels that took longest, with
+the kinds of op (fusion names without their number), and the ops (the `hlo_op` of each event: fusion names of the optimised HLO) and kernels that took longest, with
 their share. `--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
 """
 
@@ -17,6 +17,7 @@ import collections
 import glob
 import gzip
 import os
+import re
 import sys
 import tempfile
 import time
@@ -30,17 +31,17 @@ from benchmarks import device as D
 from samjax.models import Sam, init_params
 
 
-def workload(what: str, model: str, batch: int, impl: str, tiny: bool):
+def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: str = "bfloat16"):
     """-> (jitted fn, args): one call of the workload."""
     cfgs = D.models(tiny)
     if what == "encoder":
-        cfg = cfgs[model].replace(dtype="bfloat16", attention=impl)
+        cfg = cfgs[model].replace(dtype=dtype, attention=impl)
         params = init_params(cfg, jax.random.PRNGKey(0))
         x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, cfg.image_size, cfg.image_size, 3)),
-                        jnp.bfloat16)
+                        dtype)
         return jax.jit(lambda p, x: Sam(cfg).apply({"params": p}, x, method=Sam.embed_images)), (params, x)
     if what == "decoder":
-        cfg = cfgs[model].replace(dtype="bfloat16")
+        cfg = cfgs[model].replace(dtype=dtype)
         params = init_params(cfg, jax.random.PRNGKey(0))
         g = cfg.grid_size
         emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
@@ -92,7 +93,10 @@ def summarise(trace_dir: str, iters: int, top: int) -> None:
     total = sum(by_op.values())
     print(f"planes: {[p.name for p in planes]}; device busy {busy / iters / 1e6:.2f} ms per call "
           f"(kernel time summed over streams {total / iters / 1e6:.2f} ms)")
-    for title, counter in (("op (hlo_op)", by_op), ("kernel", by_kernel)):
+    by_kind = collections.Counter()
+    for op, ns in by_op.items():  # "loop_add_fusion.5" -> "loop_add_fusion": what kind of work, all instances
+        by_kind[re.sub(r"[._]\d+$", "", op)] += ns
+    for title, counter in (("kind of op", by_kind), ("op (hlo_op)", by_op), ("kernel", by_kernel)):
         print(f"\n| {title} | ms per call | share | calls per call |\n|---|---|---|---|")
         for name, ns in counter.most_common(top):
             n = count[name] if counter is by_op else ""
@@ -106,14 +110,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="vit_b", help="vit_b | vit_h (encoder, decoder)")
     ap.add_argument("--batch", type=int, default=0, help="images (encoder, train) or prompts (decoder); 0: default")
     ap.add_argument("--impl", default="auto", help="encoder attention implementation")
+    ap.add_argument("--dtype", default="bfloat16", help="compute dtype (encoder, decoder); float32 as on CPU")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes: checks the script on any machine")
     ap.add_argument("--hlo", default="", help="write the optimised HLO text (gzip) into this folder")
     args = ap.parse_args(argv)
     batch = args.batch or {"encoder": 8, "decoder": 64, "train": 1 if args.tiny else 2}[args.what]
-    fn, call_args = workload(args.what, args.model, batch, args.impl, args.tiny)
-    label = f"{args.what}_{args.model}_b{batch}_{args.impl}"
+    fn, call_args = workload(args.what, args.model, batch, args.impl, args.tiny, args.dtype)
+    label = f"{args.what}_{args.model}_b{batch}_{args.impl}" + ("" if args.dtype == "bfloat16" else f"_{args.dtype}")
     t0 = time.perf_counter()
     compiled = fn.lower(*call_args).compile()
     print(f"{label}: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
