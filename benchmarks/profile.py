@@ -47,10 +47,11 @@ def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: st
         emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
         xy = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (batch, 1, 2)), jnp.float32)
         lab = jnp.ones((batch, 1), jnp.int32)
-        fn = jax.jit(lambda p, e, xy, lab: Sam(cfg).apply(
+        pe = Sam(cfg).apply({"params": params}, method=Sam.get_dense_pe)  # once per model, as the Predictor does
+        fn = jax.jit(lambda p, e, xy, lab, pe: Sam(cfg).apply(
             {"params": p}, jnp.broadcast_to(e, (xy.shape[0],) + e.shape[1:]), xy, lab, None, None, True,
-            method=Sam.decode))
-        return fn, (params, emb, xy, lab)
+            image_pe=pe, method=Sam.decode))
+        return fn, (params, emb, xy, lab, pe)
     if what == "train":
         return D.train_step_call(tiny, batch)[:2]
     raise ValueError(f"--what must be encoder, decoder or train, got {what!r}")

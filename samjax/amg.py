@@ -85,10 +85,12 @@ def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, cr
     (point-major, then mask).
     """
     model = Sam(config)
+    image_pe = model.apply({"params": params}, method=Sam.get_dense_pe)  # once, not in every point batch
 
     def one_batch(args):
         c, l, v = args
-        low_res, iou = model.apply({"params": params}, features, c, l, None, None, True, method=Sam.decode)
+        low_res, iou = model.apply({"params": params}, features, c, l, None, None, True, image_pe=image_pe,
+                                   method=Sam.decode)
         logits = _logits(low_res, m_h, m_w, crop_hw)  # (P, M, Hb, Wb)
         stab = U.stability_score(logits, config.mask_threshold, stab_offset)
         boxes = U.masks_to_boxes(logits > config.mask_threshold)

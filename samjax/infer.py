@@ -150,11 +150,18 @@ def _encode(params, images, input_hw, *, config: SamConfig):
     return Sam(config).apply({"params": params}, x, method=Sam.embed_images)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def dense_pe(params, *, config: SamConfig):
+    """The image-grid positional encoding (1, g, g, C): a function of the parameters only, computed once."""
+    return Sam(config).apply({"params": params}, method=Sam.get_dense_pe)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "multimask_output"))
-def _decode(params, features, coords, labels, masks, *, config: SamConfig, multimask_output: bool):
-    """Tokens (B, N, 2) / (B, N), optional mask prompts (B, 4g, 4g) -> low-res logits (B, M, 4g, 4g), iou (B, M)."""
+def _decode(params, features, coords, labels, masks, image_pe, *, config: SamConfig, multimask_output: bool):
+    """Tokens (B, N, 2) / (B, N), optional mask prompts (B, 4g, 4g), image_pe (1, g, g, C) (`dense_pe`) ->
+    low-res logits (B, M, 4g, 4g), iou (B, M)."""
     return Sam(config).apply({"params": params}, features, coords, labels, masks, None, multimask_output,
-                             method=Sam.decode)
+                             image_pe=image_pe, method=Sam.decode)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "input_size", "original_size", "return_logits"))
@@ -180,6 +187,7 @@ class Predictor:
         self._encode = functools.partial(_encode, config=config)
         self._decode = functools.partial(_decode, config=config)
         self._postprocess = functools.partial(_postprocess, config=config)
+        self.image_pe = dense_pe(self.params, config=config)  # (1, g, g, C), shared by every image and prompt
         self.reset_image()
 
     # --- image
@@ -288,7 +296,8 @@ class Predictor:
         tok_c, tok_l = self._tokens(coords, labels, boxes, batch)
         if masks is not None:
             masks = np.concatenate([masks, np.zeros((tok_c.shape[0] - batch, *masks.shape[1:]), np.float32)])
-        low_res, iou = self._decode(self.params, self.features, tok_c, tok_l, masks, multimask_output=multimask_output)
+        low_res, iou = self._decode(self.params, self.features, tok_c, tok_l, masks, self.image_pe,
+                                    multimask_output=multimask_output)
         low_res, iou = low_res[:batch], iou[:batch]
         masks_out = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size,
                                       return_logits=return_logits)
