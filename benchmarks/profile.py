@@ -6,8 +6,8 @@
 
 Runs the workload (the same functions `benchmarks.device` times), traces `--iters` calls with `jax.profiler`,
 reads the trace back (`jax.profiler.ProfileData`) and prints, per call: wall time, the time the device was busy,
-the kinds of op (fusion names without their number), and the ops (the `hlo_op` of each event: fusion names of the optimised HLO) and kernels that took longest, with
-their share. `--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
+the kinds of op (fusion names without their number), and the ops (the `hlo_op` of each event: fusion names of the
+optimised HLO) and kernels that took longest, with their share. `--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
 """
 
 from __future__ import annotations
@@ -48,9 +48,8 @@ def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: st
         xy = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (batch, 1, 2)), jnp.float32)
         lab = jnp.ones((batch, 1), jnp.int32)
         pe = Sam(cfg).apply({"params": params}, method=Sam.get_dense_pe)  # once per model, as the Predictor does
-        fn = jax.jit(lambda p, e, xy, lab, pe: Sam(cfg).apply(
-            {"params": p}, jnp.broadcast_to(e, (xy.shape[0],) + e.shape[1:]), xy, lab, None, None, True,
-            image_pe=pe, method=Sam.decode))
+        fn = jax.jit(lambda p, e, xy, lab, pe: Sam(cfg).apply(  # one embedding shared by the prompts, as predict
+            {"params": p}, e, xy, lab, None, None, True, image_pe=pe, method=Sam.decode))
         return fn, (params, emb, xy, lab, pe)
     if what == "train":
         return D.train_step_call(tiny, batch)[:2]

@@ -210,7 +210,8 @@ def _chunked(q, k, v, rel, hw, scale):
         return jax.lax.map(block, (q_rows, rh_rows, rw_rows))  # (nr, bs, heads, rows * W, hd)
 
     # k as (d, L) per head: the layout the product wants, made once here (not copied in every inner chunk)
-    out = jax.lax.map(outer, (qs,) + rels + (groups(k, (0, 3, 1, 4, 5, 2)), groups(v)))  # (nb * ng, nr, bs, heads, rows * W, hd)
+    kv = (groups(k, (0, 3, 1, 4, 5, 2)), groups(v))
+    out = jax.lax.map(outer, (qs,) + rels + kv)  # (nb * ng, nr, bs, heads, rows * W, hd)
     out = out.reshape(nb, ng, nr, bs, heads, rows, w, hd).transpose(0, 3, 2, 5, 6, 1, 4, 7)
     return out.reshape(b, length, nh, hd)
 
