@@ -119,10 +119,12 @@ def bench_decoder(cfg, iters, peak, budget, prompts=64) -> None:
         emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, c.prompt_embed_dim)), jnp.float32)
         coords = jnp.asarray(np.random.default_rng(1).uniform(0, c.image_size, (prompts, 1, 2)), jnp.float32)
         labels = jnp.ones((prompts, 1), jnp.int32)
-        fn = jax.jit(lambda p, e, xy, lab, c=c: Sam(c).apply(
-            {"params": p}, jnp.broadcast_to(e, (xy.shape[0],) + e.shape[1:]), xy, lab, None, None, True,
-            method=Sam.decode))
-        first, sec = timeit(lambda: fn(params, emb, coords, labels), iters)
+        pe = Sam(c).apply({"params": params}, method=Sam.get_dense_pe)  # once per model, as Predictor does
+        # One embedding shared by the prompts, as Predictor.predict passes it (rows measured before 2026-11-26 late
+        # broadcast it to every prompt first, which makes the first layer's image side per prompt too).
+        fn = jax.jit(lambda p, e, xy, lab, pe, c=c: Sam(c).apply(
+            {"params": p}, e, xy, lab, None, None, True, image_pe=pe, method=Sam.decode))
+        first, sec = timeit(lambda: fn(params, emb, coords, labels, pe), iters)
         flops = metrics.decoder_flops(c, 2, mask_prompt=False) * prompts
         row("decoder", f"{dtype} {prompts} prompts/call", prompts / sec, "prompts/s",
             flops / sec / peak if peak and dtype == "bfloat16" else None, f"(first call {first:.1f} s)")
