@@ -37,7 +37,7 @@ import numpy as np
 from samjax import amg_utils as U
 from samjax import mask_io
 from samjax.infer import Predictor, bucket, check_image
-from samjax.models import NOT_A_POINT, Sam, SamConfig
+from samjax.models import NOT_A_POINT, Sam, SamConfig, decode_prompts
 from samjax.models import transforms as T
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -89,8 +89,7 @@ def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, cr
 
     def one_batch(args):
         c, l, v = args
-        low_res, iou = model.apply({"params": params}, features, c, l, None, None, True, image_pe=image_pe,
-                                   method=Sam.decode)
+        low_res, iou = decode_prompts(params, config, features, c, l, None, True, image_pe)
         logits = _logits(low_res, m_h, m_w, crop_hw)  # (P, M, Hb, Wb)
         stab = U.stability_score(logits, config.mask_threshold, stab_offset)
         boxes = U.masks_to_boxes(logits > config.mask_threshold)

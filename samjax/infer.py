@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig, abstract_params
+from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig, abstract_params, decode_prompts
 from samjax.models import transforms as T
 from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 
@@ -160,8 +160,7 @@ def dense_pe(params, *, config: SamConfig):
 def _decode(params, features, coords, labels, masks, image_pe, *, config: SamConfig, multimask_output: bool):
     """Tokens (B, N, 2) / (B, N), optional mask prompts (B, 4g, 4g), image_pe (1, g, g, C) (`dense_pe`) ->
     low-res logits (B, M, 4g, 4g), iou (B, M)."""
-    return Sam(config).apply({"params": params}, features, coords, labels, masks, None, multimask_output,
-                             image_pe=image_pe, method=Sam.decode)
+    return decode_prompts(params, config, features, coords, labels, masks, multimask_output, image_pe)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "input_size", "original_size", "return_logits"))

@@ -195,3 +195,28 @@ def test_params_of_another_config_are_rejected():
     other = TINY_CONFIGS["tiny_noabs_deep"]
     with pytest.raises(ValueError, match="another model size"):
         infer.Predictor(CFG, init_params(other, jax.random.key(0)))
+
+
+@pytest.mark.parametrize("per_prompt", [False, True])
+def test_decoding_in_groups_equals_one_call(monkeypatch, per_prompt):
+    """decode_prompts in groups (lax.map; the CPU default) gives what one call over all prompts gives: shared or
+    per-prompt embeddings, with mask prompts, all outputs."""
+    from samjax.models import sam  # noqa: PLC0415
+
+    params = init_params(CFG, jax.random.key(1))
+    rng = np.random.default_rng(0)
+    p, g, c = 8, CFG.grid_size, CFG.prompt_embed_dim
+    emb = rng.standard_normal((p if per_prompt else 1, g, g, c)).astype(np.float32)
+    coords = rng.uniform(0, CFG.image_size, (p, 3, 2)).astype(np.float32)
+    labels = rng.integers(0, 2, (p, 3)).astype(np.int32)
+    masks = rng.standard_normal((p, 4 * g, 4 * g)).astype(np.float32)
+    run = lambda: sam.decode_prompts(params, CFG, emb, coords, labels, masks, all_outputs=True)  # noqa: E731
+    monkeypatch.setattr(sam, "CPU_DECODE_GROUP", 2)
+    assert sam.decode_group_size(p) == 2 and sam.decode_group_size(3) == 3
+    grouped = run()
+    monkeypatch.setattr(sam, "CPU_DECODE_GROUP", p)
+    assert sam.decode_group_size(p) == p
+    whole = run()
+    assert grouped[0].shape == whole[0].shape == (p, 4, 4 * g, 4 * g)
+    for a, b in zip(grouped, whole):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

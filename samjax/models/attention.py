@@ -93,7 +93,7 @@ def for_platform(platform: str):
         _TARGET_PLATFORM = old
 
 
-def _platform() -> str:
+def target_platform() -> str:
     """The platform being compiled for: `for_platform`'s, else the default backend."""
     return _TARGET_PLATFORM or jax.default_backend()
 
@@ -105,7 +105,7 @@ def resolve(impl: str, dtype, num_tokens: int, logit_bytes: int = 0) -> str:
         raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if impl != "auto":
         return impl
-    backend = _platform()
+    backend = target_platform()
     if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
         return "cudnn"
     if num_tokens >= CHUNK_MIN_TOKENS or (backend == "cpu" and logit_bytes > chunk_budget()):
@@ -157,7 +157,7 @@ def _xla(q, k, v, rel, hw, scale):
 
 def chunk_budget() -> int:
     """Bytes of float32 logits per chunk on the platform being compiled for (see `for_platform`)."""
-    return CHUNK_LOGIT_BYTES if _platform() == "cpu" else ACCELERATOR_CHUNK_LOGIT_BYTES
+    return CHUNK_LOGIT_BYTES if target_platform() == "cpu" else ACCELERATOR_CHUNK_LOGIT_BYTES
 
 
 def chunk_shape(b: int, h: int, w: int, length: int, nh: int) -> tuple[int, int, int]:
