@@ -39,6 +39,7 @@ from samjax import mask_io
 from samjax.infer import Predictor, bucket, check_image
 from samjax.models import NOT_A_POINT, Sam, SamConfig, decode_prompts
 from samjax.models import transforms as T
+from samjax.models.sam import decode_group_size
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -216,8 +217,13 @@ class AutomaticMaskGenerator:
         f32 = np.float32
         m_h, m_w = _upsample_matrices(cfg, input_size, crop_size)
         crop_hw = np.asarray(crop_size, np.int32)
-        out = _crop_candidates(params, feats, coords.reshape(nb, ppb, 2, 2), labels.reshape(nb, ppb, 2),
-                               valid.reshape(nb, ppb), m_h, m_w, crop_hw, np.asarray(crop_box, np.int32),
+        # The device loop walks the point batches in decoder-sized groups (4 prompts on CPU: their per-prompt
+        # tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts). Candidates keep the
+        # official order, and every prompt is independent, so the grouping changes nothing but speed.
+        step = decode_group_size(ppb)
+        rows = nb * ppb // step
+        out = _crop_candidates(params, feats, coords.reshape(rows, step, 2, 2), labels.reshape(rows, step, 2),
+                               valid.reshape(rows, step), m_h, m_w, crop_hw, np.asarray(crop_box, np.int32),
                                np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
                                f32(self.stability_score_thresh), f32(self.stability_score_offset),
                                f32(self.box_nms_thresh), config=cfg)
