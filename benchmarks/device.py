@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samjax import metrics
-from samjax.models import Sam, SamConfig, attention as A, init_params
+from samjax import infer, metrics
+from samjax.models import Sam, SamConfig, attention as A, decode_prompts, init_params
 
 ROWS: list[dict] = []
 
@@ -89,17 +89,35 @@ def bench_attention(cfgs, budget) -> None:
             row("attention", impl, "failed", "", note=f"{type(e).__name__}: {str(e)[:160]}")
 
 
+def encoder_call(cfg: SamConfig, batch: int):
+    """The image encoder on `batch` random images in cfg's dtype -> (jitted fn, args)."""
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    images = jnp.asarray(np.random.default_rng(0).standard_normal((batch, cfg.image_size, cfg.image_size, 3)),
+                         cfg.jnp_dtype)
+    return jax.jit(lambda p, x: Sam(cfg).apply({"params": p}, x, method=Sam.embed_images)), (params, images)
+
+
+def decoder_call(cfg: SamConfig, prompts: int):
+    """`prompts` single-point prompts on one cached embedding, decoded as Predictor.predict does (the embedding
+    shared by the prompts, image_pe computed once, `decode_prompts`) -> (jitted fn, args). Rows measured before
+    2026-11-26 (late) broadcast the embedding to every prompt first."""
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    g = cfg.grid_size
+    emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
+    coords = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (prompts, 1, 2)), jnp.float32)
+    labels = jnp.ones((prompts, 1), jnp.int32)
+    fn = jax.jit(lambda p, e, xy, lab, pe: decode_prompts(p, cfg, e, xy, lab, image_pe=pe))
+    return fn, (params, emb, coords, labels, infer.dense_pe(params, config=cfg))
+
+
 def bench_encoder(name, cfg, batch, impl, iters, peak, budget) -> float | None:
     if budget.out():
         row("encoder", f"{name} b{batch} {impl}", "skipped", "", note="(budget)")
         return None
     cfg = cfg.replace(dtype="bfloat16", attention=impl)
     try:
-        params = init_params(cfg, jax.random.PRNGKey(0))
-        images = jnp.asarray(np.random.default_rng(0).standard_normal((batch, cfg.image_size, cfg.image_size, 3)),
-                             jnp.bfloat16)
-        fn = jax.jit(lambda p, x: Sam(cfg).apply({"params": p}, x, method=Sam.embed_images))
-        first, sec = timeit(lambda: fn(params, images), iters)
+        fn, args = encoder_call(cfg, batch)
+        first, sec = timeit(lambda: fn(*args), iters)
     except Exception as e:  # noqa: BLE001
         row("encoder", f"{name} b{batch} {impl}", "failed", "", note=f"{type(e).__name__}: {str(e)[:160]}")
         return None
@@ -114,17 +132,8 @@ def bench_decoder(cfg, iters, peak, budget, prompts=64) -> None:
         return row("decoder", f"{prompts} prompts", "skipped", "", note="(budget)")
     for dtype in ("bfloat16", "float32"):
         c = cfg.replace(dtype=dtype)
-        params = init_params(c, jax.random.PRNGKey(0))
-        g = c.grid_size
-        emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, c.prompt_embed_dim)), jnp.float32)
-        coords = jnp.asarray(np.random.default_rng(1).uniform(0, c.image_size, (prompts, 1, 2)), jnp.float32)
-        labels = jnp.ones((prompts, 1), jnp.int32)
-        pe = Sam(c).apply({"params": params}, method=Sam.get_dense_pe)  # once per model, as Predictor does
-        # One embedding shared by the prompts, as Predictor.predict passes it (rows measured before 2026-11-26 late
-        # broadcast it to every prompt first, which makes the first layer's image side per prompt too).
-        fn = jax.jit(lambda p, e, xy, lab, pe, c=c: Sam(c).apply(
-            {"params": p}, e, xy, lab, None, None, True, image_pe=pe, method=Sam.decode))
-        first, sec = timeit(lambda: fn(params, emb, coords, labels, pe), iters)
+        fn, args = decoder_call(c, prompts)
+        first, sec = timeit(lambda: fn(*args), iters)
         flops = metrics.decoder_flops(c, 2, mask_prompt=False) * prompts
         row("decoder", f"{dtype} {prompts} prompts/call", prompts / sec, "prompts/s",
             flops / sec / peak if peak and dtype == "bfloat16" else None, f"(first call {first:.1f} s)")

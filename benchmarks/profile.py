@@ -4,10 +4,11 @@
     python -m benchmarks.profile --what train                               # one ViT-B training step
     python -m benchmarks.profile --what decoder --tiny                      # any machine (a test runs this)
 
-Runs the workload (the same functions `benchmarks.device` times), traces `--iters` calls with `jax.profiler`,
-reads the trace back (`jax.profiler.ProfileData`) and prints, per call: wall time, the time the device was busy,
-the kinds of op (fusion names without their number), and the ops (the `hlo_op` of each event: fusion names of the
-optimised HLO) and kernels that took longest, with their share. `--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
+Runs the workload (built by the functions `benchmarks.device` times: encoder_call, decoder_call, train_step_call),
+traces `--iters` calls with `jax.profiler`, reads the trace back (`jax.profiler.ProfileData`) and prints, per call:
+wall time, the time the device was busy, the kinds of op (fusion names without their number), and the ops (the
+`hlo_op` of each event: fusion names of the optimised HLO) and kernels that took longest, with their share.
+`--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
 """
 
 from __future__ import annotations
@@ -24,33 +25,18 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import device as D
-from samjax.models import Sam, init_params
 
 
 def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: str = "bfloat16"):
     """-> (jitted fn, args): one call of the workload."""
     cfgs = D.models(tiny)
     if what == "encoder":
-        cfg = cfgs[model].replace(dtype=dtype, attention=impl)
-        params = init_params(cfg, jax.random.PRNGKey(0))
-        x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, cfg.image_size, cfg.image_size, 3)),
-                        dtype)
-        return jax.jit(lambda p, x: Sam(cfg).apply({"params": p}, x, method=Sam.embed_images)), (params, x)
+        return D.encoder_call(cfgs[model].replace(dtype=dtype, attention=impl), batch)
     if what == "decoder":
-        cfg = cfgs[model].replace(dtype=dtype)
-        params = init_params(cfg, jax.random.PRNGKey(0))
-        g = cfg.grid_size
-        emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
-        xy = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (batch, 1, 2)), jnp.float32)
-        lab = jnp.ones((batch, 1), jnp.int32)
-        pe = Sam(cfg).apply({"params": params}, method=Sam.get_dense_pe)  # once per model, as the Predictor does
-        fn = jax.jit(lambda p, e, xy, lab, pe: Sam(cfg).apply(  # one embedding shared by the prompts, as predict
-            {"params": p}, e, xy, lab, None, None, True, image_pe=pe, method=Sam.decode))
-        return fn, (params, emb, xy, lab, pe)
+        return D.decoder_call(cfgs[model].replace(dtype=dtype), batch)
     if what == "train":
         return D.train_step_call(tiny, batch)[:2]
     raise ValueError(f"--what must be encoder, decoder or train, got {what!r}")

@@ -36,8 +36,8 @@ import numpy as np
 
 from samjax import amg_utils as U
 from samjax import mask_io
-from samjax.infer import Predictor, bucket, check_image
-from samjax.models import NOT_A_POINT, Sam, SamConfig, decode_prompts
+from samjax.infer import Predictor, bucket, check_image, dense_pe
+from samjax.models import NOT_A_POINT, SamConfig, decode_prompts
 from samjax.models import transforms as T
 from samjax.models.sam import decode_group_size
 
@@ -85,8 +85,7 @@ def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, cr
     result order (N,), kept (N,) (see amg_utils.nms); N = nb * P * M candidates in the official order
     (point-major, then mask).
     """
-    model = Sam(config)
-    image_pe = model.apply({"params": params}, method=Sam.get_dense_pe)  # once, not in every point batch
+    image_pe = dense_pe(params, config=config)  # once per crop, not in every point batch
 
     def one_batch(args):
         c, l, v = args
