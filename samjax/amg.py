@@ -51,35 +51,35 @@ def _padded_size(n: int) -> int:
     return -(-n // SIZE_STEP) * SIZE_STEP
 
 
-def _upsample_matrices(config: SamConfig, input_size, crop_size) -> tuple[np.ndarray, np.ndarray]:
-    """Low-res -> crop-size bilinear matrices (official postprocess_masks), zero-padded to the size bucket:
-    m_h (Hb, L), m_w (Wb, L) float32. Dense matmuls although each row has <= 4 non-zeros: a gather-and-add
-    version was tried and was 4x slower on XLA:CPU (gathers), and matmuls are what accelerators do best."""
+def _upsample_tiles(config: SamConfig, input_size, crop_size) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Low-res -> crop-size bilinear maps (official postprocess_masks) as `T.interpolation_tiles` per axis, their
+    tile counts padded to the size bucket (extra tiles are zero): ((starts, blocks) for h, (starts, blocks) for w).
+    Dense matmuls with the full matrices were ~2.5x slower on a 2-core CPU (they multiply the zeros too)."""
     low = config.mask_input_size
     out = []
     for axis in range(2):
         m = T.postprocess_matrix(low, config.image_size, input_size[axis], crop_size[axis])
         pad = np.zeros((_padded_size(crop_size[axis]), low), np.float32)
         pad[:len(m)] = m
-        out.append(pad)
-    return out[0], out[1]
+        out.append(T.interpolation_tiles(pad))
+    return tuple(out)
 
 
-def _logits(low_res, m_h, m_w, crop_hw):
+def _logits(low_res, tiles_h, tiles_w, crop_hw):
     """Low-res logits (..., L, L) -> crop-size logits (..., Hb, Wb); -inf outside the valid (h, w)."""
-    x = T.resize_with_matrices(low_res, m_h, m_w)
-    rows = jnp.arange(m_h.shape[0]) < crop_hw[0]
-    cols = jnp.arange(m_w.shape[0]) < crop_hw[1]
+    x = T.resize_with_tiles(low_res, tiles_h, tiles_w)
+    rows = jnp.arange(x.shape[-2]) < crop_hw[0]
+    cols = jnp.arange(x.shape[-1]) < crop_hw[1]
     return jnp.where(rows[:, None] & cols[None, :], x, -jnp.inf)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, crop_hw, crop_box, orig_box,
+def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, tiles_w, crop_hw, crop_box, orig_box,
                      iou_thresh, stab_thresh, stab_offset, nms_thresh, *, config: SamConfig):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
     features (1, g, g, C); coords (nb, P, 2, 2) f32 point + not-a-point pad in the resized frame; labels
-    (nb, P, 2); point_valid (nb, P) bool; m_h (Hb, L), m_w (Wb, L) upsampling matrices, crop_hw (2,) the valid
+    (nb, P, 2); point_valid (nb, P) bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the valid
     crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
     Returns low_res (N, L, L), iou (N,), stability (N,), boxes (N, 4) int32 in the crop frame, and the NMS
     result order (N,), kept (N,) (see amg_utils.nms); N = nb * P * M candidates in the official order
@@ -90,7 +90,7 @@ def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, cr
     def one_batch(args):
         c, l, v = args
         low_res, iou = decode_prompts(params, config, features, c, l, None, True, image_pe)
-        logits = _logits(low_res, m_h, m_w, crop_hw)  # (P, M, Hb, Wb)
+        logits = _logits(low_res, tiles_h, tiles_w, crop_hw)  # (P, M, Hb, Wb)
         stab = U.stability_score(logits, config.mask_threshold, stab_offset)
         boxes = U.masks_to_boxes(logits > config.mask_threshold)
         keep = v[:, None] & ((iou > iou_thresh) | (iou_thresh <= 0)) & ((stab >= stab_thresh) | (stab_thresh <= 0))
@@ -106,10 +106,10 @@ def _crop_candidates(params, features, coords, labels, point_valid, m_h, m_w, cr
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _survivor_masks(low_res, iou, stab, boxes, idx, m_h, m_w, crop_hw, *, config: SamConfig):
+def _survivor_masks(low_res, iou, stab, boxes, idx, tiles_h, tiles_w, crop_hw, *, config: SamConfig):
     """Gather survivors idx (K,) -> bit-packed binary masks (K, Hb * Wb / 8) uint8 at the padded crop size, and
     their iou (K,), stability (K,), boxes (K, 4)."""
-    masks = _logits(low_res[idx], m_h, m_w, crop_hw) > config.mask_threshold
+    masks = _logits(low_res[idx], tiles_h, tiles_w, crop_hw) > config.mask_threshold
     return jnp.packbits(masks.reshape(idx.shape[0], -1), axis=-1), iou[idx], stab[idx], boxes[idx]
 
 
@@ -214,7 +214,7 @@ class AutomaticMaskGenerator:
         valid = np.arange(nb * ppb) < n
         orig_h, orig_w = orig_size
         f32 = np.float32
-        m_h, m_w = _upsample_matrices(cfg, input_size, crop_size)
+        tiles_h, tiles_w = _upsample_tiles(cfg, input_size, crop_size)
         crop_hw = np.asarray(crop_size, np.int32)
         # The device loop walks the point batches in decoder-sized groups (4 prompts on CPU: their per-prompt
         # tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts). Candidates keep the
@@ -222,11 +222,11 @@ class AutomaticMaskGenerator:
         step = decode_group_size(ppb)
         rows = nb * ppb // step
         out = _crop_candidates(params, feats, coords.reshape(rows, step, 2, 2), labels.reshape(rows, step, 2),
-                               valid.reshape(rows, step), m_h, m_w, crop_hw, np.asarray(crop_box, np.int32),
+                               valid.reshape(rows, step), tiles_h, tiles_w, crop_hw, np.asarray(crop_box, np.int32),
                                np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
                                f32(self.stability_score_thresh), f32(self.stability_score_offset),
                                f32(self.box_nms_thresh), config=cfg)
-        return dict(out=out, points=points, crop_box=crop_box, matrices=(m_h, m_w, crop_hw),
+        return dict(out=out, points=points, crop_box=crop_box, upsample=(tiles_h, tiles_w, crop_hw),
                     crop_size=tuple(crop_size), orig_size=tuple(orig_size))
 
     def _dispatch_survivors(self, p):
@@ -238,7 +238,7 @@ class AutomaticMaskGenerator:
             part = idx[start:start + chunk]
             padded = np.zeros((bucket(len(part)),), np.int32)
             padded[:len(part)] = part
-            chunks.append((len(part), _survivor_masks(low_res, iou, stab, boxes, padded, *p["matrices"],
+            chunks.append((len(part), _survivor_masks(low_res, iou, stab, boxes, padded, *p["upsample"],
                                                       config=self.predictor.config)))
         del p["out"]
         return dict(p, idx=idx, chunks=chunks)

@@ -220,3 +220,26 @@ def test_decoding_in_groups_equals_one_call(monkeypatch, per_prompt):
     assert grouped[0].shape == whole[0].shape == (p, 4, 4 * g, 4 * g)
     for a, b in zip(grouped, whole):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("low, input_hw, out_hw", [
+    (256, (683, 1024), (400, 600)),   # landscape photo, downscaled
+    (256, (1024, 768), (2000, 1500)),  # portrait, upscaled past the model's input size
+    (32, (128, 85), (37, 25)),        # tiny model, output smaller than the low-res grid
+    (64, (256, 256), (256, 256)),     # square, exact 4x
+])
+def test_tiled_upsampling_equals_the_dense_interpolation(low, input_hw, out_hw):
+    """postprocess_masks multiplies only the non-zero band of each axis' interpolation matrix (row tiles with
+    their input windows); it must give the dense product up to float rounding, for any size and tile count."""
+    from samjax.models import transforms as T  # noqa: PLC0415
+
+    image_size = low * 4
+    x = np.random.default_rng(0).standard_normal((2, 3, low, low)).astype(np.float32)
+    m_h = T.postprocess_matrix(low, image_size, input_hw[0], out_hw[0])
+    m_w = T.postprocess_matrix(low, image_size, input_hw[1], out_hw[1])
+    dense = m_h.astype(np.float64) @ x @ m_w.astype(np.float64).T
+    ours = np.asarray(T.postprocess_masks(x, input_hw, out_hw, image_size))
+    assert ours.shape == (2, 3, *out_hw)
+    np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-5)
+    starts, blocks = T.interpolation_tiles(m_w)
+    assert blocks.shape[-1] <= 24 or low < 64  # a band, not the whole row (16 for 600 px from 256 cells)
