@@ -101,11 +101,16 @@ class Attention(nn.Module):
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
 
+        # Prompt tokens attending to the image (k_into_q, v_late, no key mask): logits key-major (B, Nk, Nq, heads),
+        # so the image side stays the row-major left operand of both products. With keys last, XLA:CPU wrote a
+        # transposed copy of the keys (4096 x 256) before each such attention: one prompt decoded in 18.6 instead
+        # of 21.3 ms on 2 cores (64 prompts: the same).
+        key_major = (plan_logits, plan_values) == ("k_into_q", "v_late") and key_mask is None
         if plan_logits == "standard":
             logits = _batched_einsum("bqnd,bknd->bqnk", heads(q @ wq + bq), heads(k @ wk + bk))
         elif plan_logits == "k_into_q":  # q.bk is the same for every key: softmax drops it
             q_in_k = jnp.einsum("bqnd,cnd->bqnc", heads(q @ wq + bq), heads(wk))
-            logits = _batched_einsum("bqnc,bkc->bqnk", q_in_k, k)
+            logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k)
         else:  # q_into_k
             kp = heads(k @ wk + bk)
             k_in_q = jnp.einsum("bknd,cnd->bknc", kp, heads(wq))
@@ -113,13 +118,13 @@ class Attention(nn.Module):
         logits = logits.astype(f32) / jnp.sqrt(jnp.asarray(hd, f32))
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
-        attn = jax.nn.softmax(logits, axis=-1).astype(dt)
+        attn = jax.nn.softmax(logits, axis=1 if key_major else -1).astype(dt)
 
         if plan_values == "o_early":  # (weights v Wv) Wo = weights (v Wv Wo): per head, into C channels first
             v_out = jnp.einsum("bknd,ndc->bknc", heads(v @ wv + bv), wo.reshape(nh, hd, c))
             return _batched_einsum("bqnk,bknc->bqc", attn, v_out) + bo
         if plan_values == "v_late":  # weights (v Wv + bv) = (weights v) Wv + bv: each row of weights sums to 1
-            mixed = _batched_einsum("bqnk,bkc->bqnc", attn, v)
+            mixed = _batched_einsum("bkqn,bkc->bqnc" if key_major else "bqnk,bkc->bqnc", attn, v)
             out = jnp.einsum("bqnc,cnd->bqnd", mixed, heads(wv)) + heads(bv)
         else:
             out = _batched_einsum("bqnk,bknd->bqnd", attn, heads(v @ wv + bv))
