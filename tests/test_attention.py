@@ -45,7 +45,7 @@ def test_matches_official_formula(impl, rel, monkeypatch):
     np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("budget,shape", [(2 * 4 * 5 * 30, (1, 1, 2)), (8 * 4 * 5 * 30, (1, 2, 4)),
+@pytest.mark.parametrize("budget,shape", [(4 * 5 * 30, (1, 1, 1)), (2 * 4 * 5 * 30, (1, 2, 1)), (8 * 4 * 5 * 30, (1, 2, 4)),
                                           (24 * 4 * 5 * 30, (1, 6, 4)), (10 ** 9, (2, 6, 4))])
 def test_chunked_over_batch_rows_and_head_groups(budget, shape, monkeypatch):
     """Chunks of (batch, query grid rows, heads) sized by CHUNK_LOGIT_BYTES; every split gives the official values."""
@@ -105,7 +105,7 @@ def test_auto_and_errors():
     with A.for_platform("gpu"):
         assert A.resolve("auto", jnp.bfloat16, 4096) == "cudnn"
         assert A.chunk_shape(1, 64, 64, 4096, 16) == (1, 4, 16)  # ViT-H global attention: 64 MB chunks on TPU
-    assert A.chunk_shape(1, 64, 64, 4096, 16) == (1, 1, 4)  # on CPU, 4 MB: one grid row of 4 heads
+    assert A.chunk_shape(1, 64, 64, 4096, 16) == (1, 2, 2)  # on CPU, 4 MB: 2 grid rows (128 queries) x 2 heads
     assert A.resolve("auto", jnp.float32, 196, 4 * 25 * 12 * 196 ** 2) == "chunked"  # the context is gone
     assert A.resolve("folded", jnp.float32, 10) == "folded"
     with pytest.raises(ValueError, match="attention implementation must be one of"):

@@ -40,10 +40,14 @@ IMPLEMENTATIONS = ("auto", "xla", "chunked", "folded", "cudnn", "cudnn_bias")
 # `auto` switches to `chunked` at this many tokens (global attention at 64x64 = 4096; windows are 196).
 CHUNK_MIN_TOKENS = 1024
 # Float32 logits per chunk of (batch, query rows, heads), at most. CPU: ViT-B's 64x64 global attention on a 2-core
-# CPU ran 1.7x faster in 1-4 MB chunks (one grid row of queries, 1-4 heads: logits that stay in cache through
-# bias, max, exp and the product with v) than in 50 MB chunks of all heads (measured side by side). Accelerators
-# keep large chunks (fewer, bigger matmuls; the TPU memory estimates in benchmarks/README.md were made with them).
+# CPU ran 1.7x faster in 1-4 MB chunks (logits that stay in cache through bias, max, exp and the product with v)
+# than in 50 MB chunks of all heads (measured side by side). Accelerators keep large chunks (fewer, bigger matmuls; the TPU memory estimates in benchmarks/README.md were made with them).
 CHUNK_LOGIT_BYTES = 4 * 2 ** 20
+# Queries per chunk where heads must be split to fit the budget: products of 64 queries (one grid row) ran at
+# half the rate of 128. ViT-B global attention, 2-core CPU, 4 MB chunks: 2 rows x 2 heads 436 ms per block
+# against 1 row x 4 heads 619-720 ms (2 rows x 1 head 469, 4 x 2 433, 16 x 1 458; measured side by side); the
+# whole ViT-B encoder 7.57 -> 6.41 s (best of 4, same process, identical outputs).
+MIN_CHUNK_QUERIES = 128
 ACCELERATOR_CHUNK_LOGIT_BYTES = 64 * 2 ** 20
 
 
@@ -162,15 +166,18 @@ def chunk_budget() -> int:
 
 
 def chunk_shape(b: int, h: int, w: int, length: int, nh: int) -> tuple[int, int, int]:
-    """(batch elements, query grid rows, heads) per chunk: the most whose float32 logits fit `chunk_budget()`,
-    splitting heads only within one grid row and batch elements only once whole elements fit."""
+    """(batch elements, query grid rows, heads) per chunk: the most whose float32 logits fit `chunk_budget()`.
+    Batch elements are split only once whole elements fit, and all heads of a row group are kept where they fit;
+    otherwise heads are split, but a chunk still spans enough grid rows for MIN_CHUNK_QUERIES queries."""
     per_head_row, budget = 4 * w * length, chunk_budget()
     fits = lambda n, unit: [d for d in range(1, n + 1) if n % d == 0 and d * unit <= budget]  # noqa: E731
     if h * nh * per_head_row <= budget:
         return max(fits(b, h * nh * per_head_row)), h, nh
     if nh * per_head_row <= budget:
         return 1, max(fits(h, nh * per_head_row)), nh
-    return 1, 1, max(fits(nh, per_head_row) or [1])
+    want = -(-MIN_CHUNK_QUERIES // w)
+    rows = max([d for d in fits(h, per_head_row) if d <= want] or [1])
+    return 1, rows, max(fits(nh, rows * per_head_row) or [1])
 
 
 def _chunked(q, k, v, rel, hw, scale):
