@@ -41,14 +41,15 @@ IMPLEMENTATIONS = ("auto", "xla", "chunked", "folded", "cudnn", "cudnn_bias")
 CHUNK_MIN_TOKENS = 1024
 # Float32 logits per chunk of (batch, query rows, heads), at most. CPU: ViT-B's 64x64 global attention on a 2-core
 # CPU ran 1.7x faster in 1-4 MB chunks (logits that stay in cache through bias, max, exp and the product with v)
-# than in 50 MB chunks of all heads (measured side by side). Accelerators keep large chunks (fewer, bigger matmuls; the TPU memory estimates in benchmarks/README.md were made with them).
+# than in 50 MB chunks of all heads (measured side by side). Accelerators keep large chunks (fewer, bigger
+# matmuls; the TPU memory estimates in benchmarks/README.md were made with them).
 CHUNK_LOGIT_BYTES = 4 * 2 ** 20
+ACCELERATOR_CHUNK_LOGIT_BYTES = 64 * 2 ** 20
 # Queries per chunk where heads must be split to fit the budget: products of 64 queries (one grid row) ran at
 # half the rate of 128. ViT-B global attention, 2-core CPU, 4 MB chunks: 2 rows x 2 heads 436 ms per block
 # against 1 row x 4 heads 619-720 ms (2 rows x 1 head 469, 4 x 2 433, 16 x 1 458; measured side by side); the
 # whole ViT-B encoder 7.57 -> 6.41 s (best of 4, same process, identical outputs).
 MIN_CHUNK_QUERIES = 128
-ACCELERATOR_CHUNK_LOGIT_BYTES = 64 * 2 ** 20
 
 
 def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
