@@ -45,7 +45,8 @@ def test_matches_official_formula(impl, rel, monkeypatch):
     np.testing.assert_allclose(np.asarray(out), _official(q, k, v, rel_pos, hw), atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("budget,shape", [(4 * 5 * 30, (1, 1, 1)), (2 * 4 * 5 * 30, (1, 2, 1)), (8 * 4 * 5 * 30, (1, 2, 4)),
+@pytest.mark.parametrize("budget,shape", [(4 * 5 * 30, (1, 1, 1)), (2 * 4 * 5 * 30, (1, 2, 1)),
+                                          (8 * 4 * 5 * 30, (1, 2, 4)),
                                           (24 * 4 * 5 * 30, (1, 6, 4)), (10 ** 9, (2, 6, 4))])
 def test_chunked_over_batch_rows_and_head_groups(budget, shape, monkeypatch):
     """Chunks of (batch, query grid rows, heads) sized by CHUNK_LOGIT_BYTES; every split gives the official values."""
