@@ -37,7 +37,7 @@ import numpy as np
 from samjax import amg_utils as U
 from samjax import mask_io
 from samjax.infer import Predictor, bucket, check_image, dense_pe
-from samjax.models import NOT_A_POINT, SamConfig, decode_prompts
+from samjax.models import NOT_A_POINT, SamConfig, decode_prompts, image_cache
 from samjax.models import transforms as T
 from samjax.models.sam import decode_group_size
 
@@ -86,10 +86,11 @@ def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, til
     (point-major, then mask).
     """
     image_pe = dense_pe(params, config=config)  # once per crop, not in every point batch
+    cache = image_cache(params, config, features, image_pe)  # the decoder's image-only work, also once per crop
 
     def one_batch(args):
         c, l, v = args
-        low_res, iou = decode_prompts(params, config, features, c, l, None, True, image_pe)
+        low_res, iou = decode_prompts(params, config, features, c, l, None, True, image_pe, image_cache=cache)
         logits = _logits(low_res, tiles_h, tiles_w, crop_hw)  # (P, M, Hb, Wb)
         stab = U.stability_score(logits, config.mask_threshold, stab_offset)
         boxes = U.masks_to_boxes(logits > config.mask_threshold)

@@ -243,3 +243,38 @@ def test_tiled_upsampling_equals_the_dense_interpolation(low, input_hw, out_hw):
     np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-5)
     starts, blocks = T.interpolation_tiles(m_w)
     assert blocks.shape[-1] <= 24 or low < 64  # a band, not the whole row (16 for 600 px from 256 cells)
+
+
+def test_image_cache_gives_the_uncached_decode(photo):
+    """The decoder's image-only work done once per image (`models.image_cache`, what the Predictor and the AMG
+    pass) gives the same masks as computing it in each decode; it is ignored for prompts with mask prompts and
+    refused for a batch of embeddings."""
+    from samjax.models import decode_prompts, image_cache  # noqa: PLC0415
+
+    params = init_params(CFG, jax.random.key(3))
+    rng = np.random.default_rng(1)
+    g, c, p = CFG.grid_size, CFG.prompt_embed_dim, 5
+    emb = rng.standard_normal((1, g, g, c)).astype(np.float32)
+    pe = infer.dense_pe(params, config=CFG)
+    cache = image_cache(params, CFG, emb, pe)
+    coords = rng.uniform(0, CFG.image_size, (p, 2, 2)).astype(np.float32)
+    labels = rng.integers(0, 2, (p, 2)).astype(np.int32)
+    for masks in (None, rng.standard_normal((p, 4 * g, 4 * g)).astype(np.float32)):
+        plain = decode_prompts(params, CFG, emb, coords, labels, masks, image_pe=pe, all_outputs=True)
+        cached = decode_prompts(params, CFG, emb, coords, labels, masks, image_pe=pe, all_outputs=True,
+                                image_cache=cache)
+        for a, b in zip(cached, plain):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    # the cached path really runs: a cache of other embeddings changes the masks
+    other = image_cache(params, CFG, emb + 1.0, pe)
+    moved = decode_prompts(params, CFG, emb, coords, labels, image_pe=pe, image_cache=other)[0]
+    assert np.abs(np.asarray(moved) - np.asarray(decode_prompts(params, CFG, emb, coords, labels)[0])).max() > 1e-3
+    with pytest.raises(ValueError, match="batch 1"):
+        image_cache(params, CFG, np.repeat(emb, 2, 0), pe)
+    with pytest.raises(ValueError, match="batch 1"):
+        decode_prompts(params, CFG, np.repeat(emb, p, 0), coords, labels, image_pe=pe, image_cache=cache)
+    predictor = infer.Predictor(CFG, params)
+    predictor.set_image(photo)
+    assert predictor.image_cache is not None
+    predictor.reset_image()
+    assert predictor.image_cache is None

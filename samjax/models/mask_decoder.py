@@ -23,8 +23,9 @@ class MaskDecoder(nn.Module):
 
     @nn.compact
     def predict_masks(self, image_embeddings: jax.Array, image_pe: jax.Array, sparse: jax.Array, dense: jax.Array,
-                      token_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask)."""
+                      token_mask: jax.Array | None = None, cache: dict | None = None) -> tuple[jax.Array, jax.Array]:
+        """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask).
+        cache: `models.sam.image_cache` of these image embeddings with the no-mask dense embedding, or None."""
         cfg, dt = self.config, self.config.jnp_dtype
         c, n_masks = cfg.prompt_embed_dim, cfg.num_mask_tokens
         b = sparse.shape[0]
@@ -41,7 +42,7 @@ class MaskDecoder(nn.Module):
         pos_src = image_pe.astype(dt)
         g = src.shape[1]
 
-        hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask)
+        hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask, cache)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1:1 + n_masks, :]
 
@@ -61,7 +62,8 @@ class MaskDecoder(nn.Module):
                        name="iou_prediction_head")(iou_token_out)
         return masks, iou_pred
 
-    def __call__(self, image_embeddings, image_pe, sparse, dense, token_mask=None, multimask_output: bool = True):
-        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask)
+    def __call__(self, image_embeddings, image_pe, sparse, dense, token_mask=None, multimask_output: bool = True,
+                 cache: dict | None = None):
+        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask, cache)
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou_pred[:, sl]

@@ -46,7 +46,7 @@ class Sam(nn.Module):
 
     def decode(self, image_embeddings: jax.Array, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
                mask_valid: jax.Array | None = None, multimask_output: bool = True, all_outputs: bool = False,
-               image_pe: jax.Array | None = None):
+               image_pe: jax.Array | None = None, image_cache: dict | None = None):
         """Prompts -> low-res mask logits (B, M, 4g, 4g) and predicted IoU (B, M).
 
         image_embeddings (B|1, g, g, C); coords (B, N, 2) in the resized frame; labels (B, N) (see
@@ -54,15 +54,47 @@ class Sam(nn.Module):
         returns all 1 + num_multimask outputs (training); otherwise the official multimask selection.
         image_pe (1, g, g, C): `get_dense_pe()` computed once by the caller (it depends on the parameters only; on
         a 2-core CPU its 4096 x 128 sines and cosines were 5.6 of a single prompt's 30 ms); None: computed here.
+        image_cache: `image_cache(params, config, image_embeddings, image_pe)` of these (batch-1) embeddings, made
+        once per image; used for prompts without mask prompts, ignored with them.
         """
         sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
         if masks is None:
             dense = dense[:1]  # the same no-mask embedding for every prompt: let the decoder share it
+        else:
+            image_cache = None  # each prompt's image side differs from the cached one
+        if image_cache is not None and image_embeddings.shape[0] != 1:
+            raise ValueError(f"image_cache is for one image's embeddings (batch 1), got {image_embeddings.shape}")
         image_pe = self.get_dense_pe() if image_pe is None else image_pe
         args = (image_embeddings, image_pe, sparse, dense, labels != IGNORE)
         if all_outputs:
-            return self.mask_decoder.predict_masks(*args)
-        return self.mask_decoder(*args, multimask_output=multimask_output)
+            return self.mask_decoder.predict_masks(*args, cache=image_cache)
+        return self.mask_decoder(*args, multimask_output=multimask_output, cache=image_cache)
+
+
+def image_cache(params: dict, config: SamConfig, image_embeddings: jax.Array, image_pe: jax.Array) -> dict:
+    """The decoder's work that depends on the image only, done once per image instead of once per prompt call.
+
+    Until the first image->token attention, the decoder's image side is the embedding plus the no-mask embedding,
+    the same for every prompt without a mask prompt. Its projections in the first layer (token->image keys and
+    values, image->token queries: 3 x 4096 x 256 x 128 multiply-adds for ViT sizes) are made here, in the compute
+    dtype, exactly as `transformer.Attention` would make them. image_embeddings (1, g, g, C), image_pe (1, g, g, C)
+    -> {attention name: {"q" | "k" | "v": (1, g*g, C / attention_downsample_rate)}} for `Sam.decode(image_cache=)`.
+    """
+    dt, c = config.jnp_dtype, config.prompt_embed_dim
+    if image_embeddings.shape[0] != 1:
+        raise ValueError(f"image_cache is per image: embeddings of batch 1, got {image_embeddings.shape}")
+    no_mask = params["prompt_encoder"]["no_mask_embed"]["embedding"][0]
+    keys = (image_embeddings.astype(dt) + no_mask.astype(dt)).reshape(1, -1, c)
+    keys_pe = keys + image_pe.astype(dt).reshape(1, -1, c)
+    layer = params["mask_decoder"]["transformer"]["layers_0"]
+
+    def proj(attn, name, x):
+        p = layer[attn][f"{name}_proj"]
+        return x @ p["kernel"].astype(dt) + p["bias"].astype(dt)
+
+    return {"cross_attn_token_to_image": {"k": proj("cross_attn_token_to_image", "k", keys_pe),
+                                          "v": proj("cross_attn_token_to_image", "v", keys)},
+            "cross_attn_image_to_token": {"q": proj("cross_attn_image_to_token", "q", keys_pe)}}
 
 
 # Prompts per decoder pass on CPU. From the first layer on, every prompt has its own image-side tensors (4096 x 256
@@ -80,14 +112,14 @@ def decode_group_size(num_prompts: int) -> int:
 
 def decode_prompts(params: dict, config: SamConfig, image_embeddings: jax.Array, coords: jax.Array,
                    labels: jax.Array, masks: jax.Array | None = None, multimask_output: bool = True,
-                   image_pe: jax.Array | None = None, all_outputs: bool = False):
+                   image_pe: jax.Array | None = None, all_outputs: bool = False, image_cache: dict | None = None):
     """`Sam.decode` for a batch of P prompts, in groups of `decode_group_size(P)` one after another (lax.map) where
     that is faster; the same values as one call up to float rounding. image_embeddings (P|1, g, g, C)."""
     model = Sam(config)
 
     def run(emb, c, lab, m):
         return model.apply({"params": params}, emb, c, lab, m, None, multimask_output, all_outputs,
-                           image_pe=image_pe, method=Sam.decode)
+                           image_pe=image_pe, image_cache=image_cache, method=Sam.decode)
 
     p = coords.shape[0]
     g = decode_group_size(p)

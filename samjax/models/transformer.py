@@ -88,8 +88,12 @@ class Attention(nn.Module):
     dtype: jnp.dtype = f32
 
     @nn.compact
-    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-        """q (B, Nq, C), k and v (B, Nk, C), key_mask (B, Nk) bool or None -> (B, Nq, C)."""
+    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None,
+                 projected: dict | None = None) -> jax.Array:
+        """q (B, Nq, C), k and v (B, Nk, C), key_mask (B, Nk) bool or None -> (B, Nq, C).
+
+        projected: projections made once per image (`models.sam.image_cache`), (1, N, C / downsample_rate) each:
+        "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here)."""
         c, internal, dt = self.embedding_dim, self.embedding_dim // self.downsample_rate, self.dtype
         nh, hd = self.num_heads, internal // self.num_heads
         axes = ("prompt_embed", "prompt_attn")
@@ -99,15 +103,23 @@ class Attention(nn.Module):
         wo, bo = LinearParams(internal, c, axes[::-1], dt, name="out_proj")()
         q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
+        projected = projected or {}
+        proj = lambda name, x, w, b: projected[name].astype(dt) if name in projected else x @ w + b  # noqa: E731
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
+        if projected:  # the image side is already projected: nothing left to fold
+            plan_logits = "standard"
+            plan_values = "standard" if "v" in projected else plan_values
 
-        # Prompt tokens attending to the image (k_into_q, v_late, no key mask): logits key-major (B, Nk, Nq, heads),
-        # so the image side stays the row-major left operand of both products. With keys last, XLA:CPU wrote a
-        # transposed copy of the keys (4096 x 256) before each such attention: one prompt decoded in 18.6 instead
-        # of 21.3 ms on 2 cores (64 prompts: the same).
-        key_major = (plan_logits, plan_values) == ("k_into_q", "v_late") and key_mask is None
+        # Prompt tokens attending to the image (many more keys than queries, no key mask, values mixed before any
+        # per-key projection): logits key-major (B, Nk, Nq, heads), so the image side stays the row-major left
+        # operand of both products. With keys last, XLA:CPU wrote a transposed copy of the keys (4096 x 256)
+        # before each such attention: one prompt decoded in 18.6 instead of 21.3 ms on 2 cores (64: the same).
+        key_major = (key_mask is None and k.shape[1] > q.shape[1] and plan_logits in ("standard", "k_into_q")
+                     and plan_values in ("standard", "v_late"))
         if plan_logits == "standard":
-            logits = _batched_einsum("bqnd,bknd->bqnk", heads(q @ wq + bq), heads(k @ wk + bk))
+            spec = "bknd,bqnd->bkqn" if key_major else "bqnd,bknd->bqnk"
+            qp, kp = heads(proj("q", q, wq, bq)), heads(proj("k", k, wk, bk))
+            logits = _batched_einsum(spec, kp, qp) if key_major else _batched_einsum(spec, qp, kp)
         elif plan_logits == "k_into_q":  # q.bk is the same for every key: softmax drops it
             q_in_k = jnp.einsum("bqnd,cnd->bqnc", heads(q @ wq + bq), heads(wk))
             logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k)
@@ -127,7 +139,8 @@ class Attention(nn.Module):
             mixed = _batched_einsum("bkqn,bkc->bqnc" if key_major else "bqnk,bkc->bqnc", attn, v)
             out = jnp.einsum("bqnc,cnd->bqnd", mixed, heads(wv)) + heads(bv)
         else:
-            out = _batched_einsum("bqnk,bknd->bqnd", attn, heads(v @ wv + bv))
+            out = _batched_einsum("bkqn,bknd->bqnd" if key_major else "bqnk,bknd->bqnd", attn,
+                                  heads(proj("v", v, wv, bv)))
         return out.reshape(*out.shape[:2], internal) @ wo + bo
 
 
@@ -138,8 +151,10 @@ class TwoWayAttentionBlock(nn.Module):
     skip_first_layer_pe: bool = False
 
     @nn.compact
-    def __call__(self, queries, keys, query_pe, key_pe, token_mask=None):
+    def __call__(self, queries, keys, query_pe, key_pe, token_mask=None, cache: dict | None = None):
+        """cache: this layer's image-side projections (`models.sam.image_cache`), valid while keys are the image's."""
         cfg, dt = self.config, self.config.jnp_dtype
+        cache = cache or {}
         c, nh, rate = cfg.prompt_embed_dim, cfg.decoder_num_heads, cfg.attention_downsample_rate
         if self.skip_first_layer_pe:
             queries = Attention(c, nh, dtype=dt, name="self_attn")(queries, queries, queries, token_mask)
@@ -149,14 +164,16 @@ class TwoWayAttentionBlock(nn.Module):
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm1", dtype=dt)(queries)
 
         q, k = queries + query_pe, keys + key_pe
-        queries = queries + Attention(c, nh, rate, dtype=dt, name="cross_attn_token_to_image")(q, k, keys)
+        queries = queries + Attention(c, nh, rate, dtype=dt, name="cross_attn_token_to_image")(
+            q, k, keys, projected=cache.get("cross_attn_token_to_image"))
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm2", dtype=dt)(queries)
 
         mlp = MLPBlock(c, cfg.decoder_mlp_dim, ("prompt_embed", "prompt_mlp"), act=nn.relu, dtype=dt, name="mlp")
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm3", dtype=dt)(queries + mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
-        keys = keys + Attention(c, nh, rate, dtype=dt, name="cross_attn_image_to_token")(k, q, queries, token_mask)
+        keys = keys + Attention(c, nh, rate, dtype=dt, name="cross_attn_image_to_token")(
+            k, q, queries, token_mask, projected=cache.get("cross_attn_image_to_token"))
         keys = layer_norm("prompt_embed", eps=1e-5, name="norm4", dtype=dt)(keys)
         return queries, keys
 
@@ -166,7 +183,8 @@ class TwoWayTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, image_embedding: jax.Array, image_pe: jax.Array, point_embedding: jax.Array,
-                 token_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 token_mask: jax.Array | None = None, cache: dict | None = None) -> tuple[jax.Array, jax.Array]:
+        """cache: the first layer's image-side projections of this image_embedding (`models.sam.image_cache`)."""
         cfg, dt = self.config, self.config.jnp_dtype
         b, n, c = point_embedding.shape
         # Batch 1 (one image, no per-prompt mask prompt) stays batch 1 until the first image->token attention makes
@@ -176,7 +194,7 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for i in range(cfg.decoder_depth):
             queries, keys = TwoWayAttentionBlock(cfg, skip_first_layer_pe=(i == 0), name=f"layers_{i}")(
-                queries, keys, point_embedding, key_pe, token_mask)
+                queries, keys, point_embedding, key_pe, token_mask, cache if i == 0 else None)
         q, k = queries + point_embedding, keys + key_pe
         attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dtype=dt,
                          name="final_attn_token_to_image")(q, k, keys)
