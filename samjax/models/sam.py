@@ -114,7 +114,8 @@ def decode_prompts(params: dict, config: SamConfig, image_embeddings: jax.Array,
                    labels: jax.Array, masks: jax.Array | None = None, multimask_output: bool = True,
                    image_pe: jax.Array | None = None, all_outputs: bool = False, image_cache: dict | None = None):
     """`Sam.decode` for a batch of P prompts, in groups of `decode_group_size(P)` one after another (lax.map) where
-    that is faster; the same values as one call up to float rounding. image_embeddings (P|1, g, g, C)."""
+    that is faster; the same values as one call up to float rounding. image_embeddings (P|1, g, g, C); image_cache
+    (`image_cache` of batch-1 embeddings) skips the decoder's image-only work for prompts without mask prompts."""
     model = Sam(config)
 
     def run(emb, c, lab, m):

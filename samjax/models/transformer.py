@@ -110,8 +110,8 @@ class Attention(nn.Module):
             plan_logits = "standard"
             plan_values = "standard" if "v" in projected else plan_values
 
-        # Prompt tokens attending to the image (many more keys than queries, no key mask, values mixed before any
-        # per-key projection): logits key-major (B, Nk, Nq, heads), so the image side stays the row-major left
+        # Prompt tokens attending to the image (many more keys than queries, no key mask, values not folded into
+        # the output projection first): logits key-major (B, Nk, Nq, heads), so the image side stays the row-major left
         # operand of both products. With keys last, XLA:CPU wrote a transposed copy of the keys (4096 x 256)
         # before each such attention: one prompt decoded in 18.6 instead of 21.3 ms on 2 cores (64: the same).
         key_major = (key_mask is None and k.shape[1] > q.shape[1] and plan_logits in ("standard", "k_into_q")
