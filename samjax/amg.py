@@ -7,14 +7,15 @@
     many = gen.generate_batch(images) # one encoder call for every crop of every image
 
 Same options, defaults, output keys and results as the official generator. The difference is where the work
-happens: for each crop one jitted function decodes every point batch (`lax.map` over batches of
-`points_per_batch` points), upsamples the logits to the crop size, computes the predicted-IoU and stability
-filters, the boxes, the crop-edge filter and the box NMS, all with static shapes (a `valid` vector instead of
-dropping rows). Only the NMS survivors' indices come back to the host; a second jitted function upsamples
-just those masks again and sends them as packed bits. Cross-crop NMS and the optional small-region clean-up
-then run on the few survivors. With a mesh on the predictor, crops of all images are embedded in one
-data-parallel encoder call and each crop's decoding runs on one of the mesh's devices, dispatched
-asynchronously so the devices work at the same time.
+happens: for each crop one jitted function decodes every point (`lax.map` over chunks of a few decoder groups),
+drops the points whose predicted IoUs all fail `pred_iou_thresh` before making their masks (the official
+generator makes every mask and filters after: the output upscaling and what follows it are about half of a
+point's decoding), upsamples the remaining logits to the crop size, computes the stability filter, the boxes, the
+crop-edge filter and the box NMS, all with static shapes (a `valid` vector instead of dropping rows). Only the NMS
+survivors' indices come back to the host; a second jitted function upsamples just those masks again and sends
+them as packed bits. Cross-crop NMS and the optional small-region clean-up then run on the few survivors. With a
+mesh on the predictor, crops of all images are embedded in one data-parallel encoder call and each crop's
+decoding runs on one of the mesh's devices, dispatched asynchronously so the devices work at the same time.
 
 Costs to know: the low-res logits of every candidate of a crop (points x masks x L x L float32, 805 MB at
 points_per_side=32 with L=256) stay on the device until the survivors are gathered, and `generate_batch` keeps
@@ -37,7 +38,7 @@ import numpy as np
 from samjax import amg_utils as U
 from samjax import mask_io
 from samjax.infer import Predictor, bucket, check_image, dense_pe
-from samjax.models import NOT_A_POINT, SamConfig, decode_prompts, image_cache
+from samjax.models import NOT_A_POINT, SamConfig, decode_prompts, image_cache, upscale_masks
 from samjax.models import transforms as T
 from samjax.models.sam import decode_group_size
 
@@ -45,6 +46,18 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
 SIZE_STEP = 64  # crop sizes are padded up to a multiple of this: one compile serves many image sizes
+
+
+# Decoder groups per chunk of `_crop_candidates`: the chunk's prompt-specific image sides (P x 4096 x 256 float32 for
+# ViT sizes: 64 MB at 16 prompts) wait in memory while the predicted-IoU filter decides which need masks.
+CHUNK_GROUPS = 4
+
+
+def _chunk_size(points_per_batch: int) -> int:
+    """Prompts per chunk of `_crop_candidates`: up to CHUNK_GROUPS decoder groups, dividing points_per_batch."""
+    step = decode_group_size(points_per_batch)
+    groups = points_per_batch // step
+    return step * max(d for d in range(1, CHUNK_GROUPS + 1) if groups % d == 0)
 
 
 def _padded_size(n: int) -> int:
@@ -78,27 +91,51 @@ def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, til
                      iou_thresh, stab_thresh, stab_offset, nms_thresh, *, config: SamConfig):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
-    features (1, g, g, C); coords (nb, P, 2, 2) f32 point + not-a-point pad in the resized frame; labels
-    (nb, P, 2); point_valid (nb, P) bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the valid
-    crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
+    features (1, g, g, C); coords (nc, P, 2, 2) f32 point + not-a-point pad in the resized frame, in nc chunks of
+    P prompts; labels (nc, P, 2); point_valid (nc, P) bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the
+    valid crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
     Returns low_res (N, L, L), iou (N,), stability (N,), boxes (N, 4) int32 in the crop frame, and the NMS
-    result order (N,), kept (N,) (see amg_utils.nms); N = nb * P * M candidates in the official order
-    (point-major, then mask).
+    result order (N,), kept (N,) (see amg_utils.nms); N = nc * P * M candidates in the official order
+    (point-major, then mask). Candidates the predicted-IoU filter rejects keep zeros in low_res, stability, boxes.
+
+    Per chunk: the decoder's transformer and heads run for all P prompts (in groups, `decode_prompts`); the output
+    upscaling, the upsampling to crop size, stability and boxes (about half of a prompt's work) only for the prompts
+    with at least one mask through the predicted-IoU filter, gathered to the front in groups of the decoder's size.
+    The official generator makes every mask first and filters after; the kept masks are the same.
     """
     image_pe = dense_pe(params, config=config)  # once per crop, not in every point batch
     cache = image_cache(params, config, features, image_pe)  # the decoder's image-only work, also once per crop
+    p = coords.shape[1]
+    step = decode_group_size(p)
 
-    def one_batch(args):
+    def one_chunk(args):
         c, l, v = args
-        low_res, iou = decode_prompts(params, config, features, c, l, None, True, image_pe, image_cache=cache)
-        logits = _logits(low_res, tiles_h, tiles_w, crop_hw)  # (P, M, Hb, Wb)
-        stab = U.stability_score(logits, config.mask_threshold, stab_offset)
-        boxes = U.masks_to_boxes(logits > config.mask_threshold)
-        keep = v[:, None] & ((iou > iou_thresh) | (iou_thresh <= 0)) & ((stab >= stab_thresh) | (stab_thresh <= 0))
+        src, hyper_in, iou = decode_prompts(params, config, features, c, l, None, True, image_pe, image_cache=cache,
+                                            upscale=False)  # (P, g, g, C), (P, M, C/8), (P, M)
+        iou_ok = (iou > iou_thresh) | (iou_thresh <= 0)
+        need = v & iou_ok.any(axis=1)
+        order = jnp.argsort(~need, stable=True)  # prompts that need masks first, in their order
+
+        def masks_of(idx):
+            low_res = upscale_masks(params["mask_decoder"], config, src[idx], hyper_in[idx])
+            logits = _logits(low_res, tiles_h, tiles_w, crop_hw)  # (step, M, Hb, Wb)
+            return (low_res, U.stability_score(logits, config.mask_threshold, stab_offset),
+                    U.masks_to_boxes(logits > config.mask_threshold))
+
+        def group(k):  # the k-th group of the prompts in `order`; zeros past the last one that needs masks
+            idx = jax.lax.dynamic_slice_in_dim(order, k * step, step)
+            none = lambda i: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes)  # noqa: E731
+            return jax.lax.cond(k * step < need.sum(), masks_of, none, idx)
+
+        shapes = jax.eval_shape(masks_of, order[:step])
+        made = jax.lax.map(group, jnp.arange(p // step))  # in `order`, group by group
+        back = jnp.argsort(order)  # prompt i is made[back[i]]
+        low_res, stab, boxes = (x.reshape(p, *x.shape[2:])[back] for x in made)
+        keep = need[:, None] & iou_ok & ((stab >= stab_thresh) | (stab_thresh <= 0))
         keep &= ~U.box_near_crop_edge(boxes, crop_box, orig_box)
         return low_res, iou, stab, boxes, keep
 
-    low_res, iou, stab, boxes, keep = jax.lax.map(one_batch, (coords, labels, point_valid))
+    low_res, iou, stab, boxes, keep = jax.lax.map(one_chunk, (coords, labels, point_valid))
     n = keep.size
     low_res = low_res.reshape(n, *low_res.shape[-2:])
     iou, stab, boxes, keep = iou.reshape(n), stab.reshape(n), boxes.reshape(n, 4), keep.reshape(n)
@@ -217,13 +254,15 @@ class AutomaticMaskGenerator:
         f32 = np.float32
         tiles_h, tiles_w = _upsample_tiles(cfg, input_size, crop_size)
         crop_hw = np.asarray(crop_size, np.int32)
-        # The device loop walks the point batches in decoder-sized groups (4 prompts on CPU: their per-prompt
-        # tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts). Candidates keep the
-        # official order, and every prompt is independent, so the grouping changes nothing but speed.
-        step = decode_group_size(ppb)
-        rows = nb * ppb // step
-        out = _crop_candidates(params, feats, coords.reshape(rows, step, 2, 2), labels.reshape(rows, step, 2),
-                               valid.reshape(rows, step), tiles_h, tiles_w, crop_hw, np.asarray(crop_box, np.int32),
+        # The device loop walks the points in chunks of a few decoder-sized groups (4 prompts on CPU: their
+        # per-prompt tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts), so that the
+        # prompts whose masks all fail the predicted-IoU filter can be dropped before their masks are made (see
+        # _crop_candidates). Candidates keep the official order; every prompt is independent, so the chunking
+        # changes nothing but speed.
+        chunk = _chunk_size(ppb)
+        rows = nb * ppb // chunk
+        out = _crop_candidates(params, feats, coords.reshape(rows, chunk, 2, 2), labels.reshape(rows, chunk, 2),
+                               valid.reshape(rows, chunk), tiles_h, tiles_w, crop_hw, np.asarray(crop_box, np.int32),
                                np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
                                f32(self.stability_score_thresh), f32(self.stability_score_offset),
                                f32(self.box_nms_thresh), config=cfg)

@@ -9,6 +9,8 @@ Shapes: image_embeddings (B|1, g, g, C), image_pe (1, g, g, C), sparse (B, N, C)
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,9 +25,12 @@ class MaskDecoder(nn.Module):
 
     @nn.compact
     def predict_masks(self, image_embeddings: jax.Array, image_pe: jax.Array, sparse: jax.Array, dense: jax.Array,
-                      token_mask: jax.Array | None = None, cache: dict | None = None) -> tuple[jax.Array, jax.Array]:
+                      token_mask: jax.Array | None = None, cache: dict | None = None, upscale: bool = True):
         """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask).
-        cache: `models.sam.image_cache` of these image embeddings with the no-mask dense embedding, or None."""
+        cache: `models.sam.image_cache` of these image embeddings with the no-mask dense embedding, or None.
+        upscale=False stops before the output upscaling and returns (src (B, g, g, C), the transformer's image side;
+        hyper_in (B, 1 + num_multimask, C/8); iou_pred): `upscale_masks` of the first two gives the masks, for the
+        prompts that need them (the automatic generator skips those whose every predicted IoU fails its filter)."""
         cfg, dt = self.config, self.config.jnp_dtype
         c, n_masks = cfg.prompt_embed_dim, cfg.num_mask_tokens
         b = sparse.shape[0]
@@ -46,24 +51,45 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1:1 + n_masks, :]
 
-        # output_upscaling: 0 ConvT, 1 LN2d, 2 GELU, 3 ConvT, 4 GELU  (official nn.Sequential indices). Every layer
-        # is per pixel, so the 2x2 blocks of both transposed convolutions stay in axes of their own, (B, g, g, a, c,
-        # d, e, C/8) for output pixel (4h + 2a + d, 4w + 2c + e), and only the M masks are interleaved at the end.
-        x = src.reshape(b, g, g, c)
-        x = ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0")(x, blocks=True)
-        x = gelu(layer_norm("mask_channels", eps=1e-6, name="output_upscaling_1", dtype=dt)(x))
-        x = gelu(ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3")(
-            x, blocks=True))
-
         hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(mask_tokens_out[:, i])
                               for i in range(n_masks)], axis=1)  # (B, M, C/8)
-        masks = jnp.einsum("bmo,bhwacdeo->bmhadwce", hyper_in, x).reshape(b, n_masks, 4 * g, 4 * g)
         iou_pred = MLP(cfg.iou_head_hidden_dim, n_masks, cfg.iou_head_depth, dtype=dt,
                        name="iou_prediction_head")(iou_token_out)
-        return masks, iou_pred
+        src = src.reshape(b, g, g, c)
+        if not upscale:
+            return src, hyper_in, iou_pred
+        return _upscale(src, hyper_in, *_upscaling_layers(cfg)), iou_pred
 
     def __call__(self, image_embeddings, image_pe, sparse, dense, token_mask=None, multimask_output: bool = True,
-                 cache: dict | None = None):
-        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask, cache)
+                 cache: dict | None = None, upscale: bool = True):
+        out = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask, cache, upscale)
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou_pred[:, sl]
+        return out[:-2] + tuple(x[:, sl] for x in out[-2:])  # (masks | src, hyper_in), iou_pred: outputs selected
+
+
+def _upscaling_layers(config: SamConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """output_upscaling 0 (ConvT), 1 (LN2d), 3 (ConvT) (official nn.Sequential indices; 2 and 4 are GELUs), made in
+    the calling module's scope (bound) or outside any (unbound, for `upscale_masks`)."""
+    c, dt = config.prompt_embed_dim, config.jnp_dtype
+    return (ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0"),
+            layer_norm("mask_channels", eps=1e-6, name="output_upscaling_1", dtype=dt),
+            ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3"))
+
+
+def _upscale(src: jax.Array, hyper_in: jax.Array, conv0, norm1, conv3) -> jax.Array:
+    """src (B, g, g, C), hyper_in (B, M, C/8) -> masks (B, M, 4g, 4g), through the output upscaling layers.
+
+    Every layer is per pixel, so the 2x2 blocks of both transposed convolutions stay in axes of their own, (B, g, g,
+    a, c, d, e, C/8) for output pixel (4h + 2a + d, 4w + 2c + e), and only the M masks are interleaved at the end."""
+    b, g = src.shape[:2]
+    x = gelu(norm1(conv0(src, blocks=True)))
+    x = gelu(conv3(x, blocks=True))
+    masks = jnp.einsum("bmo,bhwacdeo->bmhadwce", hyper_in, x)
+    return masks.reshape(b, hyper_in.shape[1], 4 * g, 4 * g)
+
+
+def upscale_masks(decoder_params: dict, config: SamConfig, src: jax.Array, hyper_in: jax.Array) -> jax.Array:
+    """The masks of `MaskDecoder.predict_masks(upscale=False)`'s outputs: src (B, g, g, C), hyper_in (B, M, C/8)
+    -> low-res mask logits (B, M, 4g, 4g). decoder_params: the "mask_decoder" subtree of the parameters."""
+    layers = [functools.partial(m.apply, {"params": decoder_params[m.name]}) for m in _upscaling_layers(config)]
+    return _upscale(src, hyper_in, *layers)

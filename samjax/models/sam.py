@@ -46,7 +46,7 @@ class Sam(nn.Module):
 
     def decode(self, image_embeddings: jax.Array, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
                mask_valid: jax.Array | None = None, multimask_output: bool = True, all_outputs: bool = False,
-               image_pe: jax.Array | None = None, image_cache: dict | None = None):
+               image_pe: jax.Array | None = None, image_cache: dict | None = None, upscale: bool = True):
         """Prompts -> low-res mask logits (B, M, 4g, 4g) and predicted IoU (B, M).
 
         image_embeddings (B|1, g, g, C); coords (B, N, 2) in the resized frame; labels (B, N) (see
@@ -56,6 +56,7 @@ class Sam(nn.Module):
         a 2-core CPU its 4096 x 128 sines and cosines were 5.6 of a single prompt's 30 ms); None: computed here.
         image_cache: `image_cache(params, config, image_embeddings, image_pe)` of these (batch-1) embeddings, made
         once per image; used for prompts without mask prompts, ignored with them.
+        upscale=False returns (src, hyper_in, iou) instead, without the masks (`MaskDecoder.predict_masks`).
         """
         sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
         if masks is None:
@@ -67,8 +68,8 @@ class Sam(nn.Module):
         image_pe = self.get_dense_pe() if image_pe is None else image_pe
         args = (image_embeddings, image_pe, sparse, dense, labels != IGNORE)
         if all_outputs:
-            return self.mask_decoder.predict_masks(*args, cache=image_cache)
-        return self.mask_decoder(*args, multimask_output=multimask_output, cache=image_cache)
+            return self.mask_decoder.predict_masks(*args, cache=image_cache, upscale=upscale)
+        return self.mask_decoder(*args, multimask_output=multimask_output, cache=image_cache, upscale=upscale)
 
 
 def image_cache(params: dict, config: SamConfig, image_embeddings: jax.Array, image_pe: jax.Array) -> dict:
@@ -112,15 +113,17 @@ def decode_group_size(num_prompts: int) -> int:
 
 def decode_prompts(params: dict, config: SamConfig, image_embeddings: jax.Array, coords: jax.Array,
                    labels: jax.Array, masks: jax.Array | None = None, multimask_output: bool = True,
-                   image_pe: jax.Array | None = None, all_outputs: bool = False, image_cache: dict | None = None):
+                   image_pe: jax.Array | None = None, all_outputs: bool = False, image_cache: dict | None = None,
+                   upscale: bool = True):
     """`Sam.decode` for a batch of P prompts, in groups of `decode_group_size(P)` one after another (lax.map) where
     that is faster; the same values as one call up to float rounding. image_embeddings (P|1, g, g, C); image_cache
-    (`image_cache` of batch-1 embeddings) skips the decoder's image-only work for prompts without mask prompts."""
+    (`image_cache` of batch-1 embeddings) skips the decoder's image-only work for prompts without mask prompts;
+    upscale=False: (src, hyper_in, iou) without the masks, see `Sam.decode`."""
     model = Sam(config)
 
     def run(emb, c, lab, m):
         return model.apply({"params": params}, emb, c, lab, m, None, multimask_output, all_outputs,
-                           image_pe=image_pe, image_cache=image_cache, method=Sam.decode)
+                           image_pe=image_pe, image_cache=image_cache, upscale=upscale, method=Sam.decode)
 
     p = coords.shape[0]
     g = decode_group_size(p)
