@@ -154,8 +154,8 @@ def main(argv=None) -> int:
                 n_ours = len(gen.generate(image))
                 first = time.perf_counter() - t
                 reps = max(1, args.repeats // 2)
-                row(name, median_time(lambda: gen.generate(image), reps), median_time(lambda: ref_gen.generate(image), reps),
-                    first, f"({n_ours} masks kept)")
+                row(name, median_time(lambda: gen.generate(image), reps),
+                    median_time(lambda: ref_gen.generate(image), reps), first, f"({n_ours} masks kept)")
             ours.set_image(image)
             grid = gen.point_grids[0] * [image.shape[1], image.shape[0]]
             best = np.concatenate([np.asarray(ours.predict_batch(g[:, None], np.ones((len(g), 1), np.int64))[1]).max(1)

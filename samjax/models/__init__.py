@@ -9,5 +9,6 @@ from samjax.models.transformer import TwoWayTransformer
 
 __all__ = [
     "SamConfig", "Sam", "ImageEncoderViT", "PromptEncoder", "MaskDecoder", "TwoWayTransformer",
-    "init_params", "abstract_params", "param_logical_axes", "decode_prompts", "image_cache", "upscale_masks", "IGNORE", "NOT_A_POINT",
+    "init_params", "abstract_params", "param_logical_axes", "decode_prompts", "image_cache", "upscale_masks",
+    "IGNORE", "NOT_A_POINT",
 ]
