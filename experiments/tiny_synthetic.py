@@ -14,8 +14,8 @@ mask the visible region. Only visible masks of at least 256 px (one 16x16 patch 
 grid) are annotated (generator `min_mask_area`; its default is 16 px): that drops 56% of the masks, the parts and
 occluded slivers smaller than one patch of this 8x8-token model, and leaves 3.8 masks per image (median 46 cells,
 38% over 64 cells). The images are the same pixels either way. 10000 train / 40 held-out images (disjoint image
-ids; 10000 instead of 1000 since 2026-11-27, see below). Single-point mIoU: one point at each mask's interior centre, the highest-predicted-IoU of the 3 outputs, IoU
-on the 32x32 low-res grid (samjax.evaluate).
+ids; 10000 instead of 1000 since 2026-11-27, see below). Single-point mIoU: one point at each mask's interior
+centre, the highest-predicted-IoU of the 3 outputs, IoU on the 32x32 low-res grid (samjax.evaluate).
 
 What limited learning (measured; see the runs below):
   * Mask size vs the model's resolution. With every mask from 16 px annotated, the median held-out mask is 19.5
@@ -54,8 +54,9 @@ F1's model on the original data (masks from 16 px, 40 images): 1 click 0.350, 3 
 mask-prompt path is untrained with 1 round; the previous final model: 0.388, 0.514, 0.554).
 
 Measured (2026-11-27, 2-core CPU, no accelerator, quiet: load ~2, the run's own threads; fresh workdir, warm
-compilation cache): `--config.train.max_seconds=760` with this config otherwise: wall 14m09s in all (10000 training
-images made and converted in ~70 s, 760 s of training = 5043 steps x 8 images at ~53 img/s, eval, export, demo);
+compilation cache): `--config.train.max_seconds=760` with this config otherwise: wall 14m09s in all (10000
+training images made and converted in about a minute, 760 s of training = 5043 steps x 8 images at ~53 img/s,
+eval, export, demo);
 held-out (39 images with masks, 159 masks) single-point mIoU 0.605 (oracle best-of-3 0.685; after 3 clicks 0.711,
 after 5 clicks 0.724). The default trains 740 s (~130 fewer steps at the final lr 8e-5) so that a first run with a
 cold compilation cache (the eval and export compiles come after training) stays under 15 minutes. The 0.70 target
@@ -103,8 +104,8 @@ def get_config():
     # of the 32x32 mask grid) annotated: half of the generator's masks are parts and occluded slivers smaller than
     # one patch of this 8x8-token model (median 12 cells; an 8x8-block mask scores 0.34 IoU on them), which
     # dominated the metric. The pixels are the generator's; only the tiny masks go unannotated (docstring).
-    # 10000 training images (~70 s to make): with 1000 the model overfit them (~45 epochs in the budget); 4000 gave
-    # +0.05 held-out, 10000 +0.07 (measured, docstring).
+    # 10000 training images (about a minute to make): with 1000 the model overfit them (~45 epochs in the
+    # budget); 4000 gave +0.05 held-out, 10000 +0.07 (measured, docstring).
     c.data.synthetic.update(num_train=10000, num_eval=40, height=128, width=128, objects=6, shards=4,
                             min_object_frac=0.1, min_mask_area=256)
     # 4 mask slots per image: images have 3.8 annotated masks on average, so 8 slots were half padding that the
