@@ -122,12 +122,16 @@ def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, til
             return (low_res, U.stability_score(logits, config.mask_threshold, stab_offset),
                     U.masks_to_boxes(logits > config.mask_threshold))
 
+        shapes = jax.eval_shape(masks_of, order[:step])
+        n_need = need.sum()
+
+        def none(idx):
+            return tuple(jnp.zeros(x.shape, x.dtype) for x in shapes)
+
         def group(k):  # the k-th group of the prompts in `order`; zeros past the last one that needs masks
             idx = jax.lax.dynamic_slice_in_dim(order, k * step, step)
-            none = lambda i: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes)  # noqa: E731
-            return jax.lax.cond(k * step < need.sum(), masks_of, none, idx)
+            return jax.lax.cond(k * step < n_need, masks_of, none, idx)
 
-        shapes = jax.eval_shape(masks_of, order[:step])
         made = jax.lax.map(group, jnp.arange(p // step))  # in `order`, group by group
         back = jnp.argsort(order)  # prompt i is made[back[i]]
         low_res, stab, boxes = (x.reshape(p, *x.shape[2:])[back] for x in made)
