@@ -39,6 +39,7 @@ class PromptConfig:
     box_noise_frac: float = 0.1    # box corner noise sd, as a fraction of the box side
     box_noise_max: float = 20.0    # ... clipped to this many pixels
     remat_rounds: bool = False     # recompute each round's decoder activations in the backward pass (memory)
+    unroll_rounds: bool = False    # unroll the rounds' scan (small models on CPU: no zero-filled residual stacks)
 
     @property
     def num_rounds(self) -> int:
@@ -175,7 +176,7 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
     rounds = jnp.arange(cfg.num_rounds)
     keys = jax.random.split(k_rounds, cfg.num_rounds)
     body = jax.checkpoint(one_round) if cfg.remat_rounds else one_round
-    _, per_round = jax.lax.scan(body, carry, (rounds, add_click, slot, keys))
+    _, per_round = jax.lax.scan(body, carry, (rounds, add_click, slot, keys), unroll=cfg.unroll_rounds)
     metrics = {k: per_round[k].mean() for k in ("loss", "focal", "dice", "iou_mse")}
     metrics["miou_first"] = per_round["miou"][0]
     metrics["miou_last"] = per_round["miou"][-1]

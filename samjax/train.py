@@ -59,10 +59,12 @@ def prepare_synthetic(cfg, workdir: str) -> tuple[str, str]:
         dst = os.path.join(workdir, "data", split)
         if not os.path.exists(os.path.join(dst, "done")):
             raw = os.path.join(workdir, "data", f"{split}_raw")
+            # every core for thousands of images (tiny_synthetic's: 56 s -> 30 s on 2); small sets skip the spawns
+            workers = len(os.sched_getaffinity(0)) if n >= 1000 else 1
             write_synthetic(raw, n, seed=cfg.seed, size=(s.height, s.width), first_id=first,
                             num_objects=s.objects or None, min_object_frac=s.get("min_object_frac", 0.04),
-                            min_mask_area=s.get("min_mask_area", 0))
-            convert([raw], dst, num_shards=max(1, min(s.shards, n)), workers=1, progress=False)
+                            min_mask_area=s.get("min_mask_area", 0), workers=workers)
+            convert([raw], dst, num_shards=max(1, min(s.shards, n)), workers=workers, progress=False)
             open(os.path.join(dst, "done"), "w").close()
         out[split] = os.path.join(dst, "*.tfrecord")
     return out["train"], out["eval"]
@@ -367,7 +369,10 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                     t_log, step_log, last = now, step, m
                     history.append(dict(m, step=step))
                     if main_proc:
-                        print(metrics_lib.progress_line(step, total, m, dt * (total - step)), flush=True)
+                        eta = dt * (total - step)  # to num_steps, or to the time limit when that comes first
+                        if cfg.train.max_seconds:
+                            eta = min(eta, max(cfg.train.max_seconds - (now - t_start), 0.0))
+                        print(metrics_lib.progress_line(step, total, m, eta), flush=True)
                         tb.scalars(step, {f"train/{k}": v for k, v in m.items() if k not in ("finite", "streak")})
                 if step % cfg.train.ckpt_every == 0 or step == total or stop:
                     ckpts.save(step, state, data_iter, force=True)

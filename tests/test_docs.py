@@ -42,7 +42,7 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
         "on a tiny trained model"),
     "make train": ((D + "test_make_targets", D + "test_train_command_lines",
                     "tests/test_notebooks.py::test_notebook_runs"),
-                   "the notebooks train tiny_synthetic through samjax.train for 8 steps; the full 13-minute run is "
+                   "the notebooks train tiny_synthetic through samjax.train for 8 steps; the full 14-minute run is "
                    "not part of the suite"),
     "python -m samjax.train --experiment=sa1b_vith --workdir=/mnt/shared/sam_vith "
     "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord'": (

@@ -98,3 +98,31 @@ def test_simulate_loss_selection_against_hand_computation():
     # padding slots carry no loss
     loss2, _ = prompts.simulate(decode, masks, boxes, jnp.arange(p) < 3, jax.random.PRNGKey(0), S, cfg)
     assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_unrolled_rounds_equal_the_scan():
+    """unroll_rounds (the CPU default of tiny_synthetic) changes how the rounds compile, not what they compute:
+    the same loss, metrics and gradients as the scan, with rounds that depend on the previous mask and clicks."""
+    p = 4
+    masks, boxes = _square_masks(p)
+    valid = jnp.arange(p) < 3
+
+    def run(unroll):
+        cfg = prompts.PromptConfig(num_click_rounds=3, no_click_rounds=2, box_prob=0.5, unroll_rounds=unroll)
+
+        def loss_fn(w):
+            def decode(coords, labels, prev, prev_valid):
+                base = jnp.where(masks, 2.0, -2.0) * w + 0.3 * prev + 0.01 * coords.sum((1, 2))[:, None, None]
+                logits = jnp.stack([base, 0.5 * base, base - 1.0, base + 1.0], 1)
+                return logits, jax.nn.sigmoid(logits.mean((2, 3)) * w)
+            return prompts.simulate(decode, masks, boxes, valid, jax.random.PRNGKey(3), S, cfg)
+
+        return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(jnp.float32(0.7))
+
+    (loss_s, m_s), g_s = run(False)
+    (loss_u, m_u), g_u = run(True)
+    assert float(g_s) != 0.0
+    np.testing.assert_allclose(float(loss_u), float(loss_s), rtol=1e-6)
+    np.testing.assert_allclose(float(g_u), float(g_s), rtol=1e-5)
+    for k in m_s:
+        np.testing.assert_allclose(float(m_u[k]), float(m_s[k]), rtol=1e-6, err_msg=k)

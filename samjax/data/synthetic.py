@@ -18,8 +18,11 @@ Object heights are log-uniform from `--min-object-frac` (default 0.04) to 0.6 of
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import io
 import json
+import multiprocessing
 import os
 import tarfile
 
@@ -164,15 +167,24 @@ def decoded_sample(seed: int, image_id: int, height: int, width: int, num_object
 
 def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size: tuple[int, int] = (1500, 2250),
                     tar: bool = False, first_id: int = 1, num_objects: int | None = None,
-                    min_object_frac: float = MIN_OBJECT_FRAC, min_mask_area: int = 0) -> list[str]:
-    """Writes `num_images` samples to `out` as sa_N.jpg/sa_N.json (or one tar `sa_000000.tar`); returns paths."""
+                    min_object_frac: float = MIN_OBJECT_FRAC, min_mask_area: int = 0, workers: int = 1) -> list[str]:
+    """Writes `num_images` samples to `out` as sa_N.jpg/sa_N.json (or one tar `sa_000000.tar`); returns paths.
+
+    workers > 1 makes the samples in that many spawned processes (each sample depends only on (seed, id), so the
+    files are the same bytes as with one); they are written here, in id order."""
     os.makedirs(out, exist_ok=True)
     h, w = size
     paths = []
+    ids = range(first_id, first_id + num_images)
+    make = functools.partial(_make_sample_by_id, seed, h, w, num_objects, min_object_frac, min_mask_area)
+    pool = None
+    if workers > 1 and num_images > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(min(workers, num_images),
+                                                      mp_context=multiprocessing.get_context("spawn"))
+    samples = pool.map(make, ids, chunksize=max(1, min(64, num_images // (4 * workers)))) if pool else map(make, ids)
     tf = tarfile.open(os.path.join(out, "sa_000000.tar"), "w") if tar else None
     try:
-        for image_id in range(first_id, first_id + num_images):
-            jpeg, doc = make_sample(seed, image_id, h, w, num_objects, min_object_frac, min_mask_area)
+        for image_id, (jpeg, doc) in zip(ids, samples):
             for name, data in ((f"sa_{image_id}.jpg", jpeg), (f"sa_{image_id}.json", json.dumps(doc).encode())):
                 if tf is not None:
                     info = tarfile.TarInfo(name)
@@ -183,10 +195,16 @@ def write_synthetic(out: str | os.PathLike, num_images: int, seed: int = 0, size
                         f.write(data)
                     paths.append(os.path.join(out, name))
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if tf is not None:
             tf.close()
             paths.append(tf.name)
     return paths
+
+
+def _make_sample_by_id(seed, height, width, num_objects, min_object_frac, min_mask_area, image_id):
+    return make_sample(seed, image_id, height, width, num_objects, min_object_frac, min_mask_area)
 
 
 def main(argv=None) -> None:
@@ -201,10 +219,11 @@ def main(argv=None) -> None:
     p.add_argument("--tar", action="store_true", help="write one tar shard sa_000000.tar like the SA-1B release")
     p.add_argument("--min-mask-area", type=int, default=0,
                    help="annotate only visible masks of at least this many pixels (default: max(16, H W / 20000))")
+    p.add_argument("--workers", type=int, default=1, help="processes making samples (the files are the same)")
     a = p.parse_args(argv)
     h, w = (int(v) for v in a.size.lower().split("x"))
     paths = write_synthetic(a.out, a.num_images, a.seed, (h, w), a.tar, num_objects=a.objects,
-                            min_object_frac=a.min_object_frac, min_mask_area=a.min_mask_area)
+                            min_object_frac=a.min_object_frac, min_mask_area=a.min_mask_area, workers=a.workers)
     print(f"wrote {a.num_images} synthetic SA-1B images ({h}x{w}) to {a.out} ({len(paths)} files)")
 
 

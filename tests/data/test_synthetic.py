@@ -1,6 +1,8 @@
+import os
+
 import numpy as np
 
-from samjax.data.synthetic import MIN_OBJECT_FRAC, make_sample
+from samjax.data.synthetic import MIN_OBJECT_FRAC, make_sample, write_synthetic
 
 
 def test_default_object_size_range_is_unchanged():
@@ -24,3 +26,14 @@ def test_min_mask_area_drops_small_annotations_only():
     assert sorted(a["area"] for a in big[1]["annotations"]) == sorted(a["area"] for a in base[1]["annotations"]
                                                                        if a["area"] >= 256)
     assert make_sample(4, 2, 64, 64, 6) == make_sample(4, 2, 64, 64, 6, min_mask_area=0)
+
+
+def test_workers_write_the_same_files(tmp_path):
+    """Samples made in 2 spawned processes are the same bytes, in the same id order, as made in this one."""
+    one = write_synthetic(tmp_path / "one", 6, seed=5, size=(40, 56), first_id=7, num_objects=3)
+    two = write_synthetic(tmp_path / "two", 6, seed=5, size=(40, 56), first_id=7, num_objects=3, workers=2)
+    assert [os.path.basename(p) for p in one] == [os.path.basename(p) for p in two]
+    assert os.path.basename(one[0]) == "sa_7.jpg" and len(one) == 12
+    for a, b in zip(one, two):
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            assert fa.read() == fb.read(), a
