@@ -60,7 +60,8 @@ def prepare_synthetic(cfg, workdir: str) -> tuple[str, str]:
         if not os.path.exists(os.path.join(dst, "done")):
             raw = os.path.join(workdir, "data", f"{split}_raw")
             # every core for thousands of images (tiny_synthetic's: 56 s -> 30 s on 2); small sets skip the spawns
-            workers = len(os.sched_getaffinity(0)) if n >= 1000 else 1
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            workers = cores if n >= 1000 else 1
             write_synthetic(raw, n, seed=cfg.seed, size=(s.height, s.width), first_id=first,
                             num_objects=s.objects or None, min_object_frac=s.get("min_object_frac", 0.04),
                             min_mask_area=s.get("min_mask_area", 0), workers=workers)
