@@ -322,7 +322,11 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     ckpts = train_state.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_ckpts, cfg.train.async_ckpt)
     with jax.set_mesh(mesh):
         if ckpts.latest_step() is not None:
-            state = ckpts.restore(abstract, data_iter)
+            try:
+                state = ckpts.restore(abstract, data_iter)
+            except Exception:
+                ckpts.close()
+                raise
             print(f"resumed from step {int(state['step'])} in {ckpts.directory}", flush=True)
         else:
             state = train_state.init_state(initial_params(cfg, model_cfg), tx, cfg.seed, shardings)

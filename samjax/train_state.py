@@ -166,7 +166,13 @@ class Checkpoints:
         args = {"state": ocp.args.StandardRestore(abstract)}
         if data_iter is not None:
             args["data"] = _grain().checkpoint.CheckpointRestore(data_iter)
-        return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+        except KeyError as e:  # grain's set_state on an iterator state of another pipeline layout
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} holds a data-iterator state this run's input "
+                f"pipeline cannot take (missing {e}): resume with the data settings it was saved with (e.g. "
+                f"config.data.worker_count), or start a new workdir") from e
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

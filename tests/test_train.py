@@ -100,6 +100,11 @@ def test_resume_is_bit_identical(tfrecords, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert whole["last"]["loss"] == resumed["last"]["loss"]
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["2", "4"]
+    # resuming with another input-pipeline layout (a grain worker process) is refused with a clear message
+    other = tiny_config(tfrecords, num_steps=6)
+    other.data.worker_count = 1
+    with pytest.raises(ValueError, match="worker_count"):
+        train.train(other, str(tmp_path / "b"))
 
 
 def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
