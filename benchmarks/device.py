@@ -187,7 +187,13 @@ def train_step_call(tiny: bool, images: int):
     tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
     params = init_params(mc, jax.random.PRNGKey(0))
     state = train_state.init_state(params, tx, 0, shardings)
-    b, m, s, k = images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size
+    batch = synthetic_train_batch(images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size)
+    return StatefulStep(step, state), (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32)), cfg, mc
+
+
+def synthetic_train_batch(b: int, m: int, s: int, k: int) -> dict:
+    """A training batch of b noise images (s x s) with m valid rectangle masks each (k x k grid), the same in
+    every image, and a box: the shapes and dtypes of the input pipeline's batch."""
     rng = np.random.default_rng(0)
     masks = np.zeros((b, m, k, k), bool)
     for i in range(m):  # rectangles of varied size, so every prompt round has real error regions
@@ -196,10 +202,9 @@ def train_step_call(tiny: bool, images: int):
         masks[:, i, y0:y0 + hh, x0:x0 + ww] = True
     ys, xs = np.nonzero(masks[0].any(0))
     boxes = np.stack([[xs.min(), ys.min(), xs.max(), ys.max()]] * m).astype(np.float32) * (s / k)
-    batch = {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8),
-             "input_hw": np.full((b, 2), s, np.int32), "masks": masks,
-             "mask_valid": np.ones((b, m), bool), "boxes": np.broadcast_to(boxes, (b, m, 4)).copy()}
-    return StatefulStep(step, state), (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32)), cfg, mc
+    return {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8),
+            "input_hw": np.full((b, 2), s, np.int32), "masks": masks,
+            "mask_valid": np.ones((b, m), bool), "boxes": np.broadcast_to(boxes, (b, m, 4)).copy()}
 
 
 def bench_train(tiny, peak, iters, budget) -> None:

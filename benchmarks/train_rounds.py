@@ -3,8 +3,8 @@
     python -m benchmarks.train_rounds                          # tiny_synthetic, 30 interleaved steps each
     python -m benchmarks.train_rounds --experiment sa1b_vitb --steps 3 --config.data.batch_size=2
 
-Both steps are compiled first (same config, same random batch, same initial state); then calls alternate
-between them so that machine noise hits both alike. Prints the median and minimum step time of each and the
+Both steps are compiled first (same config, the synthetic batch of benchmarks.device, same initial state);
+then calls alternate between them so that machine noise hits both alike. Prints the median and minimum step time of each and the
 ratio. `unroll_rounds` changes how XLA compiles the rounds, not the values (tests/test_prompts.py).
 """
 
@@ -16,7 +16,8 @@ import time
 import jax
 import numpy as np
 
-from samjax import experiment, train, train_state
+from benchmarks.device import synthetic_train_batch
+from samjax import experiment, prompts, train, train_state
 
 
 def build(name: str, overrides: list[str], unroll: bool):
@@ -30,20 +31,6 @@ def build(name: str, overrides: list[str], unroll: bool):
     return cfg, model_cfg, mesh, step, state
 
 
-def random_batch(cfg, model_cfg, seed: int = 0) -> dict:
-    """Rectangles as masks (valid, with their boxes) on a noise image: shapes and dtypes of the pipeline's batch."""
-    b, m, s, k = cfg.data.batch_size, cfg.data.max_masks_per_image, model_cfg.image_size, model_cfg.mask_input_size
-    rng = np.random.default_rng(seed)
-    masks, boxes = np.zeros((b, m, k, k), bool), np.zeros((b, m, 4), np.float32)
-    for i in range(b):
-        for j in range(m):
-            y, x = rng.integers(0, k * 3 // 4, 2)
-            masks[i, j, y:y + k // 4, x:x + k // 5] = True
-            boxes[i, j] = np.array([x, y, x + k // 5, y + k // 4]) * (s / k)
-    return {"image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8), "input_hw": np.full((b, 2), s, np.int32),
-            "masks": masks, "mask_valid": np.ones((b, m), bool), "boxes": boxes}
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="tiny_synthetic")
@@ -53,30 +40,32 @@ def main(argv=None) -> None:
     for unroll in (False, True):
         cfg, model_cfg, mesh, step, state = build(a.experiment, overrides, unroll)
         t = time.perf_counter()
-        batch = train.to_global(random_batch(cfg, model_cfg), mesh)
+        batch = train.to_global(synthetic_train_batch(cfg.data.batch_size, cfg.data.max_masks_per_image,
+                                                      model_cfg.image_size, model_cfg.mask_input_size), mesh)
         nan = np.full((8,), -1, np.int32)
         with jax.set_mesh(mesh):
             for _ in range(3):
                 state, out = step(state, batch, nan)
             jax.block_until_ready(out)
-        runs["unrolled" if unroll else "scan"] = [mesh, step, state, batch, nan, [], time.perf_counter() - t]
+        runs["unrolled" if unroll else "scan"] = {"mesh": mesh, "step": step, "state": state, "batch": batch,
+                                                  "nan": nan, "times": [], "first": time.perf_counter() - t}
     for _ in range(a.steps):
         for r in runs.values():
-            mesh, step, state, batch, nan, times, _ = r
-            with jax.set_mesh(mesh):
+            with jax.set_mesh(r["mesh"]):
                 t = time.perf_counter()
-                r[2], out = step(state, batch, nan)
+                r["state"], out = r["step"](r["state"], r["batch"], r["nan"])
                 jax.block_until_ready(out)
-                times.append(time.perf_counter() - t)
-    rounds = 1 + cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds
+                r["times"].append(time.perf_counter() - t)
+    rounds = prompts.PromptConfig(**cfg.prompts.to_dict()).num_rounds
     print(f"{a.experiment}: batch {cfg.data.batch_size} images x {cfg.data.max_masks_per_image} masks, {rounds} "
           f"rounds, {jax.device_count()} {jax.devices()[0].platform} device(s), {a.steps} interleaved steps each")
     print("| rounds | median ms | min ms | images/s | compile + 3 warm-up s |\n|---|---|---|---|---|")
     med = {}
     for name, r in runs.items():
-        ts = np.array(r[5]) * 1e3
+        ts = np.array(r["times"]) * 1e3
         med[name] = float(np.median(ts))
-        print(f"| {name} | {med[name]:.1f} | {ts.min():.1f} | {cfg.data.batch_size / med[name] * 1e3:.1f} | {r[6]:.1f} |")
+        print(f"| {name} | {med[name]:.1f} | {ts.min():.1f} | {cfg.data.batch_size / med[name] * 1e3:.1f} "
+              f"| {r['first']:.1f} |")
     print(f"unrolled / scan (median): {med['unrolled'] / med['scan']:.2f}")
 
 
