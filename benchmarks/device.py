@@ -89,9 +89,17 @@ def bench_attention(cfgs, budget) -> None:
             row("attention", impl, "failed", "", note=f"{type(e).__name__}: {str(e)[:160]}")
 
 
+def host_params(cfg: SamConfig, seed: int = 0) -> dict:
+    """Random parameters made on the host's CPU, as numpy arrays (jax.device_put them before timing). On a GPU the jitted init is one more large compile per
+    configuration: 2026-11-27 (H100, .gpu run 3) each training-step variant spent ~50 s in init and lowering with
+    the GPU making the parameters, against ~6 s with the CPU making them (H200, run 4)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        return jax.tree.map(np.asarray, init_params(cfg, jax.random.PRNGKey(seed)))
+
+
 def encoder_call(cfg: SamConfig, batch: int):
     """The image encoder on `batch` random images in cfg's dtype -> (jitted fn, args)."""
-    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = jax.device_put(host_params(cfg))
     images = jnp.asarray(np.random.default_rng(0).standard_normal((batch, cfg.image_size, cfg.image_size, 3)),
                          cfg.jnp_dtype)
     return jax.jit(lambda p, x: Sam(cfg).apply({"params": p}, x, method=Sam.embed_images)), (params, images)
@@ -101,7 +109,7 @@ def decoder_call(cfg: SamConfig, prompts: int):
     """`prompts` single-point prompts on one cached embedding, decoded as Predictor.predict does (the embedding
     shared by the prompts, image_pe computed once, `decode_prompts`) -> (jitted fn, args). Rows measured before
     2026-11-26 (late) broadcast the embedding to every prompt first."""
-    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = jax.device_put(host_params(cfg))
     g = cfg.grid_size
     emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
     coords = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (prompts, 1, 2)), jnp.float32)
@@ -185,7 +193,7 @@ def train_step_call(tiny: bool, images: int):
     cfg, mc = vitb_train_config(tiny, images)
     mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
-    params = init_params(mc, jax.random.PRNGKey(0))
+    params = host_params(mc)
     state = train_state.init_state(params, tx, 0, shardings)
     batch = synthetic_train_batch(images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size)
     return StatefulStep(step, state), (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32)), cfg, mc
@@ -227,7 +235,7 @@ def bench_agreement(cfg, budget, points=16) -> None:
     """Masks of bf16 vs float32 on the same random weights, image and prompts: IoU of thresholded masks."""
     if budget.out():
         return row("bf16", "agreement", "skipped", "", note="(budget)")
-    params = init_params(cfg, jax.random.PRNGKey(1))
+    params = jax.device_put(host_params(cfg, seed=1))
     rng = np.random.default_rng(2)
     image = jnp.asarray(rng.standard_normal((1, cfg.image_size, cfg.image_size, 3)), jnp.float32)
     coords = jnp.asarray(rng.uniform(0, cfg.image_size, (points, 1, 2)), jnp.float32)

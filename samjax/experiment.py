@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     })
     c.prompts = ml_collections.ConfigDict({"num_click_rounds": 8, "no_click_rounds": 2, "box_prob": 0.5,
                                            "box_noise_frac": 0.1, "box_noise_max": 20.0, "remat_rounds": False,
-                                           "unroll_rounds": False})
+                                           "remat_policy": "nothing_saveable", "unroll_rounds": False})
     c.loss = ml_collections.ConfigDict({"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0,
                                         "focal_alpha": 0.25, "focal_gamma": 2.0})
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices

@@ -31,6 +31,12 @@ from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE
 f32 = jnp.float32
 
 
+# jax.checkpoint_policies for the rounds: recompute everything, or keep the matrix products' outputs. Keeping them
+# doubled the ViT-B step's temporary memory and was 4% slower on an H200 (benchmarks/README.md, 2026-11-27): the
+# rounds are bound by memory traffic, so the default recomputes everything.
+REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_saveable")
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
     num_click_rounds: int = 8      # rounds that add an error-region click
@@ -39,7 +45,13 @@ class PromptConfig:
     box_noise_frac: float = 0.1    # box corner noise sd, as a fraction of the box side
     box_noise_max: float = 20.0    # ... clipped to this many pixels
     remat_rounds: bool = False     # recompute each round's decoder activations in the backward pass (memory)
+    remat_policy: str = "nothing_saveable"  # with remat_rounds: what each round keeps (REMAT_POLICIES)
     unroll_rounds: bool = False    # unroll the rounds' scan (small models on CPU: no zero-filled residual stacks)
+
+    def __post_init__(self):
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"prompts.remat_policy must be one of {REMAT_POLICIES} (jax.checkpoint_policies), "
+                             f"got {self.remat_policy!r}")
 
     @property
     def num_rounds(self) -> int:
@@ -175,7 +187,8 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
     carry = (coords, labels, jnp.zeros((p, m, m), f32), jnp.zeros((p,), bool))
     rounds = jnp.arange(cfg.num_rounds)
     keys = jax.random.split(k_rounds, cfg.num_rounds)
-    body = jax.checkpoint(one_round) if cfg.remat_rounds else one_round
+    policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
+    body = jax.checkpoint(one_round, policy=policy) if cfg.remat_rounds else one_round
     _, per_round = jax.lax.scan(body, carry, (rounds, add_click, slot, keys), unroll=cfg.unroll_rounds)
     metrics = {k: per_round[k].mean() for k in ("loss", "focal", "dice", "iou_mse")}
     metrics["miou_first"] = per_round["miou"][0]

@@ -100,18 +100,22 @@ def test_simulate_loss_selection_against_hand_computation():
     assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
 
 
-def test_unrolled_rounds_equal_the_scan():
-    """unroll_rounds (the CPU default of tiny_synthetic) changes how the rounds compile, not what they compute:
-    the same loss, metrics and gradients as the scan, with rounds that depend on the previous mask and clicks."""
+@pytest.mark.parametrize("variant", [dict(unroll_rounds=True), dict(remat_rounds=True),
+                                     *(dict(remat_rounds=True, remat_policy=n) for n in prompts.REMAT_POLICIES[1:])])
+def test_unrolled_or_rematerialised_rounds_equal_the_scan(variant):
+    """unroll_rounds (the CPU default of tiny_synthetic) and remat_rounds with each policy change how the rounds
+    compile, not what they compute: the same loss, metrics and gradients as the plain scan, with rounds that depend
+    on the previous mask and clicks."""
     p = 4
     masks, boxes = _square_masks(p)
     valid = jnp.arange(p) < 3
 
-    def run(unroll):
-        cfg = prompts.PromptConfig(num_click_rounds=3, no_click_rounds=2, box_prob=0.5, unroll_rounds=unroll)
+    def run(changed):
+        cfg = prompts.PromptConfig(num_click_rounds=3, no_click_rounds=2, box_prob=0.5, **(variant if changed else {}))
 
         def loss_fn(w):
             def decode(coords, labels, prev, prev_valid):
+                prev = prev @ jnp.eye(prev.shape[-1])  # a matrix product, for the policies that keep them
                 base = jnp.where(masks, 2.0, -2.0) * w + 0.3 * prev + 0.01 * coords.sum((1, 2))[:, None, None]
                 logits = jnp.stack([base, 0.5 * base, base - 1.0, base + 1.0], 1)
                 return logits, jax.nn.sigmoid(logits.mean((2, 3)) * w)
@@ -126,3 +130,8 @@ def test_unrolled_rounds_equal_the_scan():
     np.testing.assert_allclose(float(g_u), float(g_s), rtol=1e-5)
     for k in m_s:
         np.testing.assert_allclose(float(m_u[k]), float(m_s[k]), rtol=1e-6, err_msg=k)
+
+
+def test_unknown_remat_policy_is_named():
+    with pytest.raises(ValueError, match="remat_policy must be one of"):
+        prompts.PromptConfig(remat_rounds=True, remat_policy="dots")

@@ -45,14 +45,49 @@ def dense(features: int, axes: tuple[str | None, str | None], *, name: str | Non
 
 
 def conv(features: int, kernel: int, *, stride: int = 1, padding: int = 0, axes: tuple[str | None, str | None],
-         name: str | None = None, dtype: Dtype, use_bias: bool = True) -> nn.Conv:
-    """A square Conv2d; `axes` names (input channels, output channels). Kernel layout (kh, kw, in, out)."""
+         name: str | None = None, dtype: Dtype, use_bias: bool = True) -> nn.Module:
+    """A square Conv2d; `axes` names (input channels, output channels). Kernel layout (kh, kw, in, out).
+
+    Where the kernel tiles the input (stride == kernel, no padding: the patch embedding, the mask downscaling, 1x1
+    convolutions) it is a `PatchConv`, with the same parameters."""
+    if stride == kernel and padding == 0:
+        return PatchConv(features, kernel, axes, dtype=dtype, use_bias=use_bias, name=name)
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)),
         use_bias=use_bias, dtype=dtype, param_dtype=f32, name=name,
         kernel_init=partitioned(nn.initializers.lecun_normal(), ("conv_h", "conv_w", *axes)),
         bias_init=partitioned(nn.initializers.zeros_init(), axes[1:]),
     )
+
+
+class PatchConv(nn.Module):
+    """Conv2d(kernel_size=k, stride=k, padding=0) as one product per k x k patch: x (B, H, W, in) -> (B, H/k, W/k,
+    out), H and W multiples of k. Parameters as nn.Conv's: kernel (k, k, in, out), bias (out,).
+
+    The same sums as the convolution, as a matrix product: no cuDNN convolution over a few channels and no layout
+    passes around it on GPU (the mask downscaling's 1 -> 4 -> 16 channels, every prompt round of a training step)."""
+
+    features: int
+    kernel_size: int
+    axes: tuple[str | None, str | None]
+    dtype: Dtype = f32
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        b, h, w, c = x.shape
+        if h % k or w % k:
+            raise ValueError(f"{self.name}: a {k}x{k} stride-{k} convolution needs H and W multiples of {k}, "
+                             f"got {tuple(x.shape)}")
+        kernel = self.param("kernel", partitioned(nn.initializers.lecun_normal(), ("conv_h", "conv_w", *self.axes)),
+                            (k, k, c, self.features), f32)
+        patches = x.astype(self.dtype).reshape(b, h // k, k, w // k, k, c)
+        y = jnp.einsum("bhpwqc,pqco->bhwo", patches, kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 def layer_norm(axis_name: str, *, eps: float, name: str | None = None, dtype: Dtype) -> nn.LayerNorm:
