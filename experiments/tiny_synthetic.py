@@ -87,7 +87,10 @@ Earlier measurement (2026-11-26, the previous default: 1000 images, decays at 60
 What limits it now (the measured run's model on the 400 held-out images): masks are mostly right but imprecise
 (IoU 0.5-0.9 for 67% of them, under 0.3 for 11%), worst on the smallest (16-32 cells, 1-2 patches: 0.55, 30% of
 the masks, too large by a third on median; 64-256 cells: 0.69-0.70): sub-patch boundaries from an 8x8-token,
-8-channel upscaling path learned from scratch. The IoU head's choice costs ~0.08 against the oracle. More steps
+8-channel upscaling path learned from scratch. The IoU head's choice costs ~0.08 against the oracle, and not only
+where the point is ambiguous: 194 of the 1489 points (13%) also lie in another annotated mask (a part and its
+object) and score 0.458 (oracle 0.586); the other 1295 score 0.659 (oracle 0.728). Half-size patches (patch_size
+8, 16x16 tokens) would address the resolution but made the step 3.6x slower (334 against 92 ms). More steps
 give less and less (decays fitted to each budget: ~2600 steps 0.575, 5043 0.622, ~7000 0.633), so 0.70 is not in
 reach by steps alone on this machine.
 Re-running the command resumes for another 760 s.
