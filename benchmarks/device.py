@@ -90,9 +90,11 @@ def bench_attention(cfgs, budget) -> None:
 
 
 def host_params(cfg: SamConfig, seed: int = 0) -> dict:
-    """Random parameters made on the host's CPU, as numpy arrays (jax.device_put them before timing). On a GPU the jitted init is one more large compile per
-    configuration: 2026-11-27 (H100, .gpu run 3) each training-step variant spent ~50 s in init and lowering with
-    the GPU making the parameters, against ~6 s with the CPU making them (H200, run 4)."""
+    """Random parameters made on the host's CPU, as numpy arrays (jax.device_put them before timing).
+
+    On a GPU the jitted init is one more large compile per configuration. 2026-11-27: each training-step variant
+    spent ~50 s in init and lowering with an H100 making the parameters, ~6 s with the CPU making them on an H200
+    (results/h100_2026-11-27_run3.log, results/h200_2026-11-27_run4.log)."""
     with jax.default_device(jax.devices("cpu")[0]):
         return jax.tree.map(np.asarray, init_params(cfg, jax.random.PRNGKey(seed)))
 
