@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samjax import infer, metrics
-from samjax.models import Sam, SamConfig, attention as A, decode_prompts, init_params
+from samjax.models import Sam, SamConfig, attention as A, decode_prompts, image_cache, init_params
 
 ROWS: list[dict] = []
 
@@ -109,15 +109,18 @@ def encoder_call(cfg: SamConfig, batch: int):
 
 def decoder_call(cfg: SamConfig, prompts: int):
     """`prompts` single-point prompts on one cached embedding, decoded as Predictor.predict does (the embedding
-    shared by the prompts, image_pe computed once, `decode_prompts`) -> (jitted fn, args). Rows measured before
-    2026-11-26 (late) broadcast the embedding to every prompt first."""
+    shared by the prompts, image_pe and the image-only first-layer projections, `image_cache`, computed once per
+    image, `decode_prompts`) -> (jitted fn, args). Rows measured before 2026-11-26 (late) broadcast the embedding to
+    every prompt first; rows before 2026-11-27 (later) made the image-only projections in every call."""
     params = jax.device_put(host_params(cfg))
     g = cfg.grid_size
     emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
     coords = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (prompts, 1, 2)), jnp.float32)
     labels = jnp.ones((prompts, 1), jnp.int32)
-    fn = jax.jit(lambda p, e, xy, lab, pe: decode_prompts(p, cfg, e, xy, lab, image_pe=pe))
-    return fn, (params, emb, coords, labels, infer.dense_pe(params, config=cfg))
+    pe = infer.dense_pe(params, config=cfg)
+    cache = jax.jit(lambda p, e, pe: image_cache(p, cfg, e, pe))(params, emb, pe)
+    fn = jax.jit(lambda p, e, xy, lab, pe, c: decode_prompts(p, cfg, e, xy, lab, image_pe=pe, image_cache=c))
+    return fn, (params, emb, coords, labels, pe, cache)
 
 
 def bench_encoder(name, cfg, batch, impl, iters, peak, budget) -> float | None:
