@@ -62,7 +62,7 @@ made serially) trained 7455 steps in its 760 s: 0.636 (oracle 0.714; 3 clicks 0.
 target is NOT reached (0.633).
 
 What the later 2026-11-27 change did: the step's 2 prompt rounds are unrolled (the scan zero-filled and copied
-its stacked residuals every step: `python -m benchmarks.train_rounds`, 30 interleaved steps, median 94 against
+its stacked residuals every step: `python -m benchmarks.train_ab`, 30 interleaved steps, median 94 against
 126 ms), the decays moved to 1400/3000/5300 for the ~7000 steps that now fit, and the data is made on every core.
 On the same 400 held-out images the previous default's model (D10 below, 5043 steps) scores 0.622 (oracle 0.693;
 3 clicks 0.730, 5 clicks 0.748): ~1.4x the steps gave +0.011-0.014. Tried on the way, in 330 s runs of ~2600 steps
@@ -137,7 +137,7 @@ def get_config():
     # but never trains the mask-prompt path: 3 and 5 clicks then score below 1 click (measured), so 2 rounds.
     # Point first prompts 75% (paper 50%): the held-out metric is single-point. The 2 rounds are unrolled: the
     # scan zero-filled and copied its stacked residuals every step (~30% of it); unrolled, a step takes 94 ms
-    # against 126 ms (benchmarks.train_rounds; same values: tests/test_prompts.py).
+    # against 126 ms (benchmarks.train_ab; same values: tests/test_prompts.py).
     c.prompts.update(num_click_rounds=1, no_click_rounds=0, box_prob=0.25, unroll_rounds=True)
     # Deviation from the paper's 20:1 focal:dice for a from-scratch CPU budget: at 20 the all-background
     # prediction traps a tiny model for hundreds of steps (measured), so focal weighs 2 here.

@@ -1,7 +1,7 @@
 """Subprocess body for the multi-device and multi-process training tests (not collected by pytest).
 
     python tests/_train_worker.py mesh FILES WORKDIR            # 1 device vs 8 simulated devices (fsdp, tensor)
-    python tests/_train_worker.py proc FILES WORKDIR I N PORT    # process I of N over loopback (N=1: reference)
+    python tests/_train_worker.py proc FILES WORKDIR I N PORT    # process I of N over loopback (N=1: one process)
 Prints one JSON line prefixed RESULT.
 """
 
@@ -41,6 +41,10 @@ def fixed_batches(cfg, count, rows):
     return iter(grain.MapDataset.source(out).to_iter_dataset())
 
 
+def checksum(params) -> float:
+    return float(sum(np.abs(p).sum() for p in params))
+
+
 def run(tag, mesh, n_proc=1, index=0):
     cfg = tiny_config(files, num_steps=3, ckpt_every=100, async_ckpt=False, log_every=1)
     cfg.data.batch_size = 8
@@ -56,7 +60,7 @@ def run(tag, mesh, n_proc=1, index=0):
 if mode == "mesh":
     assert jax.device_count() == 8, jax.devices()
     ref_loss, ref = run("one", {"data": 1, "fsdp": 1, "tensor": 1, "num_devices": 1})
-    res = {"one": ref_loss}
+    res = {"one": ref_loss, "one_checksum": checksum(ref)}
     meshes = {"fsdp8": {"data": 1, "fsdp": 8, "tensor": 1}, "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2}}
     for tag in sys.argv[4:] or ["fsdp8"]:
         loss, params = run(tag, meshes[tag])
@@ -65,4 +69,4 @@ if mode == "mesh":
     print("RESULT " + json.dumps(res), flush=True)
 else:
     loss, params = run(f"proc{n}", {"data": -1, "fsdp": 1, "tensor": 1}, n, i)
-    print("RESULT " + json.dumps({"loss": loss, "checksum": float(sum(np.abs(p).sum() for p in params))}), flush=True)
+    print("RESULT " + json.dumps({"loss": loss, "checksum": checksum(params)}), flush=True)

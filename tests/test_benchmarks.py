@@ -35,3 +35,43 @@ def test_profile_summarises_the_ops_of_a_traced_workload(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| ") and "ms per call" not in line]
     assert len(rows) >= 5 and all(float(r.split("|")[2]) >= 0 for r in rows), rows
     assert list(tmp_path.glob("decoder_vit_b_b4_auto.hlo.txt.gz"))
+
+
+# A small training step (2 images x 2 masks, one encoder block, one decoder layer, one prompt round): ~35 s for
+# the whole A/B on 2 CPU cores, mostly the two compilations.
+SMALL_STEP = ["--config.data.batch_size=2", "--config.data.max_masks_per_image=2", "--config.model.encoder_depth=1",
+              "--config.model.encoder_global_attn_indexes=(0,)", "--config.model.decoder_depth=1",
+              "--config.prompts.num_click_rounds=0"]
+
+
+def test_train_ab_times_variants_from_the_same_start(tmp_path, capsys):
+    """benchmarks.train_ab: the default pair (rounds scanned / unrolled) is the same maths compiled two ways, so from
+    the same parameters and batch both report the same loss after the same steps; the table and JSON are written."""
+    from benchmarks import train_ab  # noqa: PLC0415
+
+    out_json = tmp_path / "ab.json"
+    result = train_ab.main(["--steps", "2", "--json", str(out_json), *SMALL_STEP])
+    rows = result["rows"]
+    assert [r["variant"] for r in rows] == ["scan", "unrolled"]
+    for r in rows:
+        assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] and r["compile_s"] > 0, r
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-4)
+    assert json.loads(out_json.read_text())["rows"] == rows
+    out = capsys.readouterr().out
+    assert "| scan |" in out and "| unrolled |" in out and "shared overrides: --config.data.batch_size=2" in out
+
+
+def test_train_ab_rejects_malformed_variants():
+    from benchmarks import train_ab  # noqa: PLC0415
+
+    assert train_ab.parse_variant("dots=--config.prompts.remat_policy=dots_saveable") == (
+        "dots", ["--config.prompts.remat_policy=dots_saveable"])
+    assert train_ab.parse_variant("base=") == ("base", [])
+    with pytest.raises(ValueError, match="NAME=OVERRIDES"):
+        train_ab.parse_variant("--config.optim.lr=1e-3")
+    with pytest.raises(ValueError, match="--config.FIELD=VALUE"):
+        train_ab.parse_variant("lr=optim.lr=1e-3")
+    with pytest.raises(SystemExit):  # one variant is not an A/B
+        train_ab.main(["--variant", "a=", *SMALL_STEP])
+    with pytest.raises(SystemExit):
+        train_ab.main(["--variant", "a=", "--variant", "a=--config.optim.lr=1e-3", *SMALL_STEP])

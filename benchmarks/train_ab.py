@@ -1,0 +1,142 @@
+"""An experiment's training step under two or more sets of config overrides, timed side by side (an A/B).
+
+    python -m benchmarks.train_ab                          # tiny_synthetic: prompt rounds scanned vs unrolled
+    python -m benchmarks.train_ab --variant "full=" --variant "dots=--config.prompts.remat_policy=dots_saveable" \
+        --experiment sa1b_vitb --steps 8 --config.data.batch_size=2
+
+`--variant NAME=OVERRIDES` (repeatable; OVERRIDES space-separated `--config.FIELD=VALUE`, may be empty) names one
+step; arguments after the options are overrides shared by every variant. Default: `scan` and `unrolled`
+(`prompts.unroll_rounds` False / True: the same values, compiled differently, tests/test_prompts.py).
+
+Every variant starts from the same random parameters, made on the host's CPU (`benchmarks.device.host_params`;
+one set per distinct model config), and the synthetic batch of benchmarks.device. The steps are lowered one after
+another and compiled in parallel threads (a ViT-B step compiles in 84-127 s on an H200: serially that was most
+of a device run, results/h200_2026-11-27_run4.log). Then the calls alternate between the variants, so machine
+noise hits all alike. Prints, per variant: median and minimum ms per step, images/s, MFU where the device's peak
+is known, compile seconds, XLA's temporary memory, the last loss; and each median relative to the first variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.device import host_params, synthetic_train_batch, train_step_flops
+from samjax import experiment, metrics, train, train_state
+
+DEFAULT_VARIANTS = ("scan=--config.prompts.unroll_rounds=False", "unrolled=--config.prompts.unroll_rounds=True")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """"NAME=OVERRIDES" -> (NAME, [override, ...]); a clear error for anything else."""
+    name, sep, rest = text.partition("=")
+    overrides = shlex.split(rest)
+    if not sep or not name.strip() or name.startswith("-"):
+        raise ValueError(f"--variant expects NAME=OVERRIDES (e.g. 'dots=--config.prompts.remat_policy=dots_saveable'),"
+                         f" got {text!r}")
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise ValueError(f"variant {name!r}: overrides must look like --config.FIELD=VALUE, got {bad}")
+    return name.strip(), overrides
+
+
+def build(name: str, experiment_name: str, overrides: list[str], params_cache: dict) -> dict:
+    """One variant: its config, mesh, initial state, batch and the lowered (not yet compiled) step."""
+    cfg = experiment.apply_overrides(experiment.load_experiment(experiment_name), overrides)
+    mc = experiment.model_config(cfg)
+    mesh = train_state.make_mesh(cfg.mesh.to_dict())
+    tx, step, _, shardings = train.compiled_step(cfg, mc, mesh)
+    if mc not in params_cache:
+        params_cache[mc] = host_params(mc)
+    with jax.set_mesh(mesh):
+        state = train_state.init_state(params_cache[mc], tx, cfg.seed, shardings)
+    batch = synthetic_train_batch(cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size,
+                                  mc.mask_input_size)
+    args = (train.to_global(batch, mesh), jnp.full((8,), -1, jnp.int32))
+    with jax.set_mesh(mesh):
+        lowered = step.lower(state, *args)
+    return dict(name=name, cfg=cfg, mc=mc, mesh=mesh, state=state, args=args, lowered=lowered, times=[])
+
+
+def compile_variant(v: dict) -> None:
+    t = time.perf_counter()
+    v["compiled"] = v["lowered"].compile()
+    v["compile_s"] = time.perf_counter() - t
+    mem = v["compiled"].memory_analysis()
+    v["temp_gib"] = mem.temp_size_in_bytes / 2**30 if mem is not None else float("nan")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="tiny_synthetic")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME=OVERRIDES",
+                   help="a named set of overrides (repeat; default: scan vs unrolled prompt rounds)")
+    p.add_argument("--steps", type=int, default=30, help="timed calls of each step (after 3 warm-up calls)")
+    p.add_argument("--json", default="", help="also write the results here")
+    a, shared = p.parse_known_args(argv)
+    bad = [o for o in shared if not o.startswith("--config.")]
+    if bad:
+        p.error(f"unrecognised arguments {bad}: shared overrides look like --config.FIELD=VALUE")
+    variants = [parse_variant(v) for v in (a.variant or DEFAULT_VARIANTS)]
+    names = [n for n, _ in variants]
+    if len(variants) < 2 or len(set(names)) != len(names):
+        p.error(f"give at least two variants with distinct names, got {names}")
+
+    t0 = time.perf_counter()
+    params_cache: dict = {}
+    runs = [build(n, a.experiment, shared + ov, params_cache) for n, ov in variants]
+    print(f"lowered {len(runs)} variants in {time.perf_counter() - t0:.1f} s; compiling in parallel", flush=True)
+    with ThreadPoolExecutor(len(runs)) as ex:
+        list(ex.map(compile_variant, runs))
+    for v in runs:  # warm-up
+        with jax.set_mesh(v["mesh"]):
+            for _ in range(3):
+                v["state"], out = v["compiled"](v["state"], *v["args"])
+            jax.block_until_ready(out)
+    for _ in range(a.steps):
+        for v in runs:
+            with jax.set_mesh(v["mesh"]):
+                t = time.perf_counter()
+                v["state"], out = v["compiled"](v["state"], *v["args"])
+                jax.block_until_ready(out)
+                v["times"].append(time.perf_counter() - t)
+                v["loss"] = float(out["loss"])
+
+    peak = metrics.peak_flops_per_device(jax.devices()[0])
+    cfg = runs[0]["cfg"]
+    print(f"{a.experiment}: batch {cfg.data.batch_size} images x {cfg.data.max_masks_per_image} masks, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s) ({jax.devices()[0].device_kind}), "
+          f"{a.steps} interleaved steps each; shared overrides: {' '.join(shared) or 'none'}")
+    print("| variant | median ms | min ms | images/s | MFU | vs first | compile s | temp GiB | last loss |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for v in runs:
+        ts = np.array(v["times"]) * 1e3
+        med = float(np.median(ts))
+        flops, _ = train_step_flops(v["cfg"], v["mc"])
+        mfu = flops / (med / 1e3) / (peak * jax.device_count()) if peak else None
+        rows.append(dict(variant=v["name"], median_ms=med, min_ms=float(ts.min()),
+                         images_per_s=v["cfg"].data.batch_size / med * 1e3, mfu=mfu, compile_s=v["compile_s"],
+                         temp_gib=v["temp_gib"], loss=v["loss"]))
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.1f} | {mfu} | "
+              f"{r['median_ms'] / rows[0]['median_ms']:.2f} | {r['compile_s']:.1f} | {r['temp_gib']:.2f} | "
+              f"{r['loss']:.5f} |")
+    result = {"experiment": a.experiment, "device": jax.devices()[0].device_kind, "shared": shared,
+              "variants": dict(variants), "rows": rows}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
