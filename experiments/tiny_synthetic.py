@@ -71,6 +71,16 @@ from the same data (held-out on the 400): this config 0.575; prompt_embed_dim 96
 0.623 / 0.624 / 0.625, the predicted IoU's mean error ~0.12-0.14 at every weight, and at 20 the 3 outputs
 converge (oracle 0.699 -> 0.679): the IoU head's choice is not fixed by weighting its loss.
 
+Tried 2026-11-27 (evening), none adopted. 330 s runs as above (decays at 600/1300/2400, the same data, the 400
+held-out images), against this config's 0.575 at 2615 steps: all encoder blocks global (window_size 0) 0.580 at
+2954 steps; Adam b2 0.95 0.583 at 2929; 2 decoder heads (head dim 16 in the cross-attentions, as in ViT SAM's
+decoder; here 8) 0.584 at 3042; attention_downsample_rate 1 0.579 at 2994; all within run-to-run noise. 2 decoder
+heads with b2 0.95, the command above at full length: 8243 steps (a quieter machine), 0.635 (oracle 0.713;
+3 clicks 0.753, 5 clicks 0.769), the same as this config's 0.633 / 0.636: more steps no longer help. In every
+one of these models the single-mask output (token 0) at the same point scores above the IoU-selected multimask
+output (330 s: 0.587-0.600 against 0.578-0.584; full length: 0.645 / 0.646 against 0.633 / 0.635), which the
+oracle in turn beats by ~0.08: the IoU head's choice costs more than any of these changes gained.
+
 What the earlier 2026-11-27 change did (same machine, the 40 held-out images of then; full-length runs):
   run                                                           steps  1pt    oracle  3 clicks  5 clicks  train mIoU
   previous default: 1000 images, decays at 600/1200/2400, 780 s  5664  0.537  0.616   0.644     0.647     ~0.60
