@@ -76,7 +76,8 @@ held-out images), against this config's 0.575 at 2615 steps: all encoder blocks 
 2954 steps; Adam b2 0.95 0.583 at 2929; 2 decoder heads (head dim 16 in the cross-attentions, as in ViT SAM's
 decoder; here 8) 0.584 at 3042; attention_downsample_rate 1 0.579 at 2994; all within run-to-run noise. 2 decoder
 heads with b2 0.95, the command above at full length: 8243 steps (a quieter machine), 0.635 (oracle 0.713;
-3 clicks 0.753, 5 clicks 0.769), the same as this config's 0.633 / 0.636: more steps no longer help. In every
+3 clicks 0.753, 5 clicks 0.769), the same as this config's 0.633 / 0.636: more steps no longer help. A larger
+model at full length (prompt_embed_dim 96, encoder_embed_dim 128) made 5878 steps: 0.616 (oracle 0.702). In every
 one of these models the single-mask output (token 0) at the same point scores above the IoU-selected multimask
 output (330 s: 0.587-0.600 against 0.578-0.584; full length: 0.645 / 0.646 against 0.633 / 0.635), which the
 oracle in turn beats by ~0.08: the IoU head's choice costs more than any of these changes gained.
