@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from samjax import optim
-from samjax.models import SamConfig, abstract_params, init_params
+from samjax.models import SamConfig, abstract_params
 
 CFG = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=3, encoder_num_heads=2,
                 window_size=2, encoder_global_attn_indexes=(2,), prompt_embed_dim=16, mask_in_chans=4,
@@ -57,12 +57,14 @@ def test_weight_decay_mask():
 
 
 def test_adamw_update_matches_formula_and_freezes_fourier():
-    params = init_params(CFG, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)  # any values of the model's shapes (no init compile)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), abstract_params(CFG))
     cfg = ml_collections.ConfigDict(dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, layer_decay=0.5,
                                          warmup_steps=0, decay_steps=(), decay_factor=0.1))
     tx = optim.make_optimizer(cfg, params, CFG.encoder_depth)
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
-    updates, _ = tx.update(grads, tx.init(params), params)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+    # jitted: one compile instead of one per eager op and shape
+    updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
     u, p = _flat(updates), _flat(params)
     # first Adam step: m/sqrt(v) = sign(g) = 1 (up to eps)
     k = "image_encoder/blocks_0/attn/qkv/kernel"
