@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_ab                          # tiny_synthetic: prompt rounds scanned vs unrolled
     python -m benchmarks.train_ab --variant "full=" --variant "dots=--config.prompts.remat_policy=dots_saveable" \
-        --experiment sa1b_vitb --steps 8 --config.data.batch_size=2
+        --experiment sa1b_vitb --steps 8 --config.data.batch_size=2 --config.prompts.remat_rounds=True
 
 `--variant NAME=OVERRIDES` (repeatable; OVERRIDES space-separated `--config.FIELD=VALUE`, may be empty) names one
 step; arguments after the options are overrides shared by every variant. Default: `scan` and `unrolled`
@@ -12,7 +12,8 @@ Every variant starts from the same random parameters, made on the host's CPU (`b
 one set per distinct model config), and the synthetic batch of benchmarks.device. The steps are lowered one after
 another and compiled in parallel threads (a ViT-B step compiles in 84-127 s on an H200: serially that was most
 of a device run, results/h200_2026-11-27_run4.log). Then the calls alternate between the variants, so machine
-noise hits all alike. Prints, per variant: median and minimum ms per step, images/s, MFU where the device's peak
+noise hits all alike. Variants whose overrides leave the compiled program unchanged are named in a warning.
+Prints, per variant: median and minimum ms per step, images/s, MFU where the device's peak
 is known, compile seconds, XLA's temporary memory, the last loss; and each median relative to the first variant.
 """
 
@@ -65,6 +66,15 @@ def build(name: str, experiment_name: str, overrides: list[str], params_cache: d
     return dict(name=name, cfg=cfg, mc=mc, mesh=mesh, state=state, args=args, lowered=lowered, times=[])
 
 
+def same_programs(runs: list[dict]) -> list[list[str]]:
+    """Groups of variant names whose lowered steps are the same program (overrides that change nothing compiled,
+    e.g. a remat policy while prompts.remat_rounds is off)."""
+    programs: dict[str, list[str]] = {}
+    for v in runs:
+        programs.setdefault(v["lowered"].as_text(), []).append(v["name"])
+    return [names for names in programs.values() if len(names) > 1]
+
+
 def compile_variant(v: dict) -> None:
     t = time.perf_counter()
     v["compiled"] = v["lowered"].compile()
@@ -84,7 +94,10 @@ def main(argv=None) -> dict:
     bad = [o for o in shared if not o.startswith("--config.")]
     if bad:
         p.error(f"unrecognised arguments {bad}: shared overrides look like --config.FIELD=VALUE")
-    variants = [parse_variant(v) for v in (a.variant or DEFAULT_VARIANTS)]
+    try:
+        variants = [parse_variant(v) for v in (a.variant or DEFAULT_VARIANTS)]
+    except ValueError as e:
+        p.error(str(e))
     names = [n for n, _ in variants]
     if len(variants) < 2 or len(set(names)) != len(names):
         p.error(f"give at least two variants with distinct names, got {names}")
@@ -93,6 +106,9 @@ def main(argv=None) -> dict:
     params_cache: dict = {}
     runs = [build(n, a.experiment, shared + ov, params_cache) for n, ov in variants]
     print(f"lowered {len(runs)} variants in {time.perf_counter() - t0:.1f} s; compiling in parallel", flush=True)
+    for same in same_programs(runs):
+        print(f"warning: variants {same} lower to the same program: their overrides do not change the step",
+              flush=True)
     with ThreadPoolExecutor(len(runs)) as ex:
         list(ex.map(compile_variant, runs))
     for v in runs:  # warm-up

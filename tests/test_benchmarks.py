@@ -37,11 +37,11 @@ def test_profile_summarises_the_ops_of_a_traced_workload(tmp_path, capsys):
     assert list(tmp_path.glob("decoder_vit_b_b4_auto.hlo.txt.gz"))
 
 
-# A small training step (2 images x 2 masks, one encoder block, one decoder layer, one prompt round): ~35 s for
-# the whole A/B on 2 CPU cores, mostly the two compilations.
+# A small training step (2 images x 2 masks, one encoder block, one decoder layer; tiny_synthetic's 2 prompt
+# rounds, so that scanning and unrolling them are different programs): ~35 s for the whole A/B on 2 CPU cores,
+# mostly the two compilations.
 SMALL_STEP = ["--config.data.batch_size=2", "--config.data.max_masks_per_image=2", "--config.model.encoder_depth=1",
-              "--config.model.encoder_global_attn_indexes=(0,)", "--config.model.decoder_depth=1",
-              "--config.prompts.num_click_rounds=0"]
+              "--config.model.encoder_global_attn_indexes=(0,)", "--config.model.decoder_depth=1"]
 
 
 def test_train_ab_times_variants_from_the_same_start(tmp_path, capsys, monkeypatch):
@@ -68,6 +68,7 @@ def test_train_ab_times_variants_from_the_same_start(tmp_path, capsys, monkeypat
     assert json.loads(out_json.read_text())["rows"] == rows
     out = capsys.readouterr().out
     assert "| scan |" in out and "| unrolled |" in out and "shared overrides: --config.data.batch_size=2" in out
+    assert "lower to the same program" not in out  # unroll_rounds changes the compiled step
 
 
 def test_train_ab_rejects_malformed_variants():
@@ -80,7 +81,24 @@ def test_train_ab_rejects_malformed_variants():
         train_ab.parse_variant("--config.optim.lr=1e-3")
     with pytest.raises(ValueError, match="--config.FIELD=VALUE"):
         train_ab.parse_variant("lr=optim.lr=1e-3")
+    with pytest.raises(SystemExit):  # a malformed variant: an argparse error, not a traceback
+        train_ab.main(["--variant", "lr=optim.lr=1e-3", "--variant", "b=", *SMALL_STEP])
     with pytest.raises(SystemExit):  # one variant is not an A/B
         train_ab.main(["--variant", "a=", *SMALL_STEP])
     with pytest.raises(SystemExit):
         train_ab.main(["--variant", "a=", "--variant", "a=--config.optim.lr=1e-3", *SMALL_STEP])
+
+
+def test_train_ab_names_variants_that_compile_to_the_same_program():
+    from benchmarks import train_ab  # noqa: PLC0415
+
+    class Lowered:
+        def __init__(self, text):
+            self.text = text
+
+        def as_text(self):
+            return self.text
+
+    runs = [{"name": n, "lowered": Lowered(t)} for n, t in (("a", "p1"), ("b", "p2"), ("c", "p1"), ("d", "p3"))]
+    assert train_ab.same_programs(runs) == [["a", "c"]]
+    assert train_ab.same_programs(runs[:2]) == []

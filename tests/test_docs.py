@@ -105,7 +105,8 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m benchmarks.profile --what decoder --tiny": (
         (D + "test_module_commands", "tests/test_benchmarks.py::test_profile_summarises_the_ops_of_a_traced_workload"),
         "the test runs it in-process with a smaller batch and --hlo"),
-    "python -m benchmarks.train_ab --variant \"full=\" --variant \"dots=--config.prompts.remat_policy=dots_saveable\"": (
+    "python -m benchmarks.train_ab --variant \"full=\" --variant \"dots=--config.prompts.remat_policy=dots_saveable\" "
+    "--config.prompts.remat_rounds=True": (
         (D + "test_module_commands", "tests/test_benchmarks.py::test_train_ab_times_variants_from_the_same_start"),
         "the test runs the default pair in-process on a smaller step"),
     "make bench-data": ((D + "test_make_targets", D + "test_bench_data_runs_small"), "run with tiny images"),
