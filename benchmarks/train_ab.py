@@ -91,6 +91,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=30, help="timed calls of each step (after 3 warm-up calls)")
     p.add_argument("--json", default="", help="also write the results here")
     a, shared = p.parse_known_args(argv)
+    if a.steps < 1:
+        p.error(f"--steps must be at least 1, got {a.steps}")
     bad = [o for o in shared if not o.startswith("--config.")]
     if bad:
         p.error(f"unrecognised arguments {bad}: shared overrides look like --config.FIELD=VALUE")

@@ -83,6 +83,8 @@ def test_train_ab_rejects_malformed_variants():
         train_ab.parse_variant("lr=optim.lr=1e-3")
     with pytest.raises(SystemExit):  # a malformed variant: an argparse error, not a traceback
         train_ab.main(["--variant", "lr=optim.lr=1e-3", "--variant", "b=", *SMALL_STEP])
+    with pytest.raises(SystemExit):
+        train_ab.main(["--steps", "0", *SMALL_STEP])
     with pytest.raises(SystemExit):  # one variant is not an A/B
         train_ab.main(["--variant", "a=", *SMALL_STEP])
     with pytest.raises(SystemExit):
