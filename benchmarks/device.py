@@ -191,17 +191,27 @@ class StatefulStep:
         return out["loss"]
 
 
+def train_step_inputs(cfg, mc: SamConfig, mesh, params: dict, seed: int = 0):
+    """cfg's training step on `mesh` and what it starts from: (jitted step, initial state from `params`, (the
+    synthetic batch of cfg.data.batch_size images as a global array, nan_steps)). Used here and by train_ab."""
+    from samjax import train, train_state  # noqa: PLC0415
+
+    tx, step, _, shardings = train.compiled_step(cfg, mc, mesh)
+    with jax.set_mesh(mesh):
+        state = train_state.init_state(params, tx, seed, shardings)
+    batch = synthetic_train_batch(cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size,
+                                  mc.mask_input_size)
+    return step, state, (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32))
+
+
 def train_step_call(tiny: bool, images: int):
     """One ViT-B training step on a synthetic batch of `images` -> (StatefulStep, (batch, nan_steps), cfg, mc)."""
-    from samjax import train, train_state  # noqa: PLC0415
+    from samjax import train_state  # noqa: PLC0415
 
     cfg, mc = vitb_train_config(tiny, images)
     mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    tx, step, abstract, shardings = train.compiled_step(cfg, mc, mesh)
-    params = host_params(mc)
-    state = train_state.init_state(params, tx, 0, shardings)
-    batch = synthetic_train_batch(images, cfg.data.max_masks_per_image, mc.image_size, mc.mask_input_size)
-    return StatefulStep(step, state), (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32)), cfg, mc
+    step, state, args = train_step_inputs(cfg, mc, mesh, host_params(mc))
+    return StatefulStep(step, state), args, cfg, mc
 
 
 def synthetic_train_batch(b: int, m: int, s: int, k: int) -> dict:

@@ -26,11 +26,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.device import host_params, synthetic_train_batch, train_step_flops
-from samjax import experiment, metrics, train, train_state
+from benchmarks.device import host_params, train_step_flops, train_step_inputs
+from samjax import experiment, metrics, train_state
 
 DEFAULT_VARIANTS = ("scan=--config.prompts.unroll_rounds=False", "unrolled=--config.prompts.unroll_rounds=True")
 
@@ -53,14 +52,9 @@ def build(name: str, experiment_name: str, overrides: list[str], params_cache: d
     cfg = experiment.apply_overrides(experiment.load_experiment(experiment_name), overrides)
     mc = experiment.model_config(cfg)
     mesh = train_state.make_mesh(cfg.mesh.to_dict())
-    tx, step, _, shardings = train.compiled_step(cfg, mc, mesh)
     if mc not in params_cache:
         params_cache[mc] = host_params(mc)
-    with jax.set_mesh(mesh):
-        state = train_state.init_state(params_cache[mc], tx, cfg.seed, shardings)
-    batch = synthetic_train_batch(cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size,
-                                  mc.mask_input_size)
-    args = (train.to_global(batch, mesh), jnp.full((8,), -1, jnp.int32))
+    step, state, args = train_step_inputs(cfg, mc, mesh, params_cache[mc], cfg.seed)
     with jax.set_mesh(mesh):
         lowered = step.lower(state, *args)
     return dict(name=name, cfg=cfg, mc=mc, mesh=mesh, state=state, args=args, lowered=lowered, times=[])

@@ -12,7 +12,9 @@ import pytest
 # by this session's subprocesses (nothing is written to ~/.cache).
 os.environ.setdefault("SAMJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="samjax-test-xla-cache-"))
 
-from samjax.models import SamConfig
+import jax  # noqa: E402
+
+from samjax.models import SamConfig, abstract_params  # noqa: E402
 
 # Small configs for parity tests. Together they cover: windows that need padding (grid 8, window 3), all-global
 # attention, no relative / no absolute positions, no qkv bias, mlp_ratio != 4, decoder depth 1 and 3,
@@ -33,6 +35,13 @@ TINY_CONFIGS = {
                                  encoder_use_abs_pos=False, prompt_embed_dim=32, mask_in_chans=4, decoder_depth=3,
                                  decoder_num_heads=2, decoder_mlp_dim=48, iou_head_hidden_dim=24),
 }
+
+
+def stand_in_params(config: SamConfig, scale: float = 1.0, seed: int = 0) -> dict:
+    """Random numpy values (normal x scale) in the shapes and dtypes of config's parameters, without compiling the
+    model's init: for tests where the shapes, or any values, are what count."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), abstract_params(config))
 
 
 @pytest.fixture(params=sorted(TINY_CONFIGS))

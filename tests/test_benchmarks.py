@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import device
+from tests.conftest import stand_in_params
 
 
 @pytest.mark.slow
@@ -47,17 +48,11 @@ SMALL_STEP = ["--config.data.batch_size=2", "--config.data.max_masks_per_image=2
 def test_train_ab_times_variants_from_the_same_start(tmp_path, capsys, monkeypatch):
     """benchmarks.train_ab: the default pair (rounds scanned / unrolled) is the same maths compiled two ways, so from
     the same parameters and batch both report the same loss after the same steps; the table and JSON are written."""
-    import jax  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
     from benchmarks import train_ab  # noqa: PLC0415
-    from samjax.models import abstract_params  # noqa: PLC0415
 
     # Random values of the model's shapes instead of the jitted init (its compile is ~8 s here; the device bench's
     # test covers host_params).
-    rng = np.random.default_rng(0)
-    monkeypatch.setattr(train_ab, "host_params", lambda mc: jax.tree.map(
-        lambda s: (0.02 * rng.standard_normal(s.shape)).astype(s.dtype), abstract_params(mc)))
+    monkeypatch.setattr(train_ab, "host_params", lambda mc: stand_in_params(mc, scale=0.02))
     out_json = tmp_path / "ab.json"
     result = train_ab.main(["--steps", "2", "--json", str(out_json), *SMALL_STEP])
     rows = result["rows"]

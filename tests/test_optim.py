@@ -8,6 +8,7 @@ import pytest
 
 from samjax import optim
 from samjax.models import SamConfig, abstract_params
+from tests.conftest import stand_in_params
 
 CFG = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=3, encoder_num_heads=2,
                 window_size=2, encoder_global_attn_indexes=(2,), prompt_embed_dim=16, mask_in_chans=4,
@@ -57,8 +58,7 @@ def test_weight_decay_mask():
 
 
 def test_adamw_update_matches_formula_and_freezes_fourier():
-    rng = np.random.default_rng(0)  # any values of the model's shapes (no init compile)
-    params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), abstract_params(CFG))
+    params = stand_in_params(CFG)  # any values of the model's shapes (no init compile)
     cfg = ml_collections.ConfigDict(dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, layer_decay=0.5,
                                          warmup_steps=0, decay_steps=(), decay_factor=0.1))
     tx = optim.make_optimizer(cfg, params, CFG.encoder_depth)
