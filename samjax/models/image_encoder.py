@@ -22,12 +22,16 @@ f32 = jnp.float32
 _BHWC = ("activation_batch", "activation_height", "activation_width", "activation_embed")
 
 
-def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nH * nW, window, window, C), zero-padding H and W up to multiples of `window`."""
+def window_partition(x: jax.Array, window: int, fill: jax.Array | None = None) -> tuple[jax.Array, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nH * nW, window, window, C), padding H and W up to multiples of `window` with zeros, or
+    with `fill` (C,) where given."""
     b, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
     if pad_h or pad_w:
         x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        if fill is not None:
+            inside = (jnp.arange(h + pad_h) < h)[:, None] & (jnp.arange(w + pad_w) < w)[None, :]
+            x = jnp.where(inside[None, :, :, None], x, fill.astype(x.dtype))
     hp, wp = h + pad_h, w + pad_w
     x = x.reshape(b, hp // window, window, wp // window, window, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, window, window, c), (hp, wp)
@@ -42,8 +46,18 @@ def window_unpartition(windows: jax.Array, window: int, pad_hw: tuple[int, int],
     return x.reshape(b, hp, wp, -1)[:, :h, :w, :]
 
 
+# Windowed blocks project q/k/v and the output on the unpadded grid and give the padding tokens the values the
+# official code computes for them (it pads the normalised input with zeros: q/k/v of a padding token = the qkv bias;
+# its outputs are dropped). The same numbers, without matrix products over 4900 instead of 4096 tokens per image
+# in every windowed block (ViT-B 8 of 12, ViT-H 28 of 32). Side by side: H200 bf16 batch 8 ViT-H 113.6 -> 112.1 ms,
+# ViT-B 25.7 -> 25.5 ms; 2-core CPU float32 ViT-B at 1024 6.75 -> 6.39 s (median of 5), outputs bitwise equal.
+# False: partition first, as the official code (kept for side-by-side benchmarks).
+PROJECT_UNPADDED = True
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention over a (B, H, W, C) grid with optional decomposed relative-position bias.
+    """Multi-head self-attention over a (B, H, W, C) grid with optional decomposed relative-position bias; with
+    `window_size` > 0 within non-overlapping windows of that size (the grid zero-padded to whole windows).
 
     impl picks the attention implementation (samjax.models.attention; all compute the official formula)."""
 
@@ -54,12 +68,19 @@ class Attention(nn.Module):
     input_size: tuple[int, int]
     dtype: jnp.dtype = f32
     impl: str = "auto"  # samjax.models.attention.IMPLEMENTATIONS
+    window_size: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
+        c = x.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
-        qkv = dense(3 * c, ("embed", "qkv"), name="qkv", use_bias=self.qkv_bias, dtype=self.dtype)(x)
+        grid = x.shape[1:3]
+        project_qkv = dense(3 * c, ("embed", "qkv"), name="qkv", use_bias=self.qkv_bias, dtype=self.dtype)
+        qkv = project_qkv(x)
+        if self.window_size > 0:
+            padding = project_qkv(jnp.zeros((1, c), x.dtype))[0]  # what a zero padding token projects to
+            qkv, pad_hw = window_partition(qkv, self.window_size, padding)
+        b, h, w = qkv.shape[:3]
         qkv = qkv.reshape(b, h * w, 3, nh, hd)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, L, nh, hd)
         rel_pos = None
@@ -74,6 +95,8 @@ class Attention(nn.Module):
                                  f"({rows_h}, {rows_w} rows), built for {self.input_size}")
             rel_pos = (rel_pos_h, rel_pos_w)
         out = attention(q, k, v, rel_pos, (h, w), self.impl).reshape(b, h, w, c)
+        if self.window_size > 0:
+            out = window_unpartition(out, self.window_size, pad_hw, grid)
         return dense(c, ("heads", "embed"), name="proj", dtype=self.dtype)(out)
 
 
@@ -104,12 +127,14 @@ class Block(nn.Module):
         shortcut = x
         x = layer_norm("embed", eps=1e-6, name="norm1", dtype=dt)(x)
         h, w = x.shape[1], x.shape[2]
-        if self.window_size > 0:
+        outside = self.window_size > 0 and not PROJECT_UNPADDED  # partition around the whole attention module
+        if outside:
             x, pad_hw = window_partition(x, self.window_size)
         size = (self.window_size, self.window_size) if self.window_size > 0 else (cfg.grid_size, cfg.grid_size)
         x = Attention(cfg.encoder_embed_dim, cfg.encoder_num_heads, cfg.encoder_qkv_bias, cfg.encoder_use_rel_pos,
-                      size, dtype=dt, impl=cfg.attention, name="attn")(x)
-        if self.window_size > 0:
+                      size, dtype=dt, impl=cfg.attention, window_size=0 if outside else self.window_size,
+                      name="attn")(x)
+        if outside:
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         x = shortcut + drop_path(x, self.drop_path, rngs[0])
         y = layer_norm("embed", eps=1e-6, name="norm2", dtype=dt)(x)
