@@ -79,7 +79,8 @@ def image_cache(params: dict, config: SamConfig, image_embeddings: jax.Array, im
     the same for every prompt without a mask prompt. Its projections in the first layer (token->image keys and
     values, image->token queries: 3 x 4096 x 256 x 128 multiply-adds for ViT sizes) are made here, in the compute
     dtype, exactly as `transformer.Attention` would make them. image_embeddings (1, g, g, C), image_pe (1, g, g, C)
-    -> {attention name: {"q" | "k" | "v": (1, g*g, C / attention_downsample_rate)}} for `Sam.decode(image_cache=)`.
+    -> {attention name: {"q" | "k" | "v": (1, heads, head_dim, g*g)}} (heads x head_dim = C / attention_downsample_rate)
+    for `Sam.decode(image_cache=)`.
     """
     dt, c = config.jnp_dtype, config.prompt_embed_dim
     if image_embeddings.shape[0] != 1:
@@ -88,10 +89,12 @@ def image_cache(params: dict, config: SamConfig, image_embeddings: jax.Array, im
     keys = (image_embeddings.astype(dt) + no_mask.astype(dt)).reshape(1, -1, c)
     keys_pe = keys + image_pe.astype(dt).reshape(1, -1, c)
     layer = params["mask_decoder"]["transformer"]["layers_0"]
+    nh = config.decoder_num_heads
 
-    def proj(attn, name, x):
-        p = layer[attn][f"{name}_proj"]
-        return x @ p["kernel"].astype(dt) + p["bias"].astype(dt)
+    def proj(attn, name, x):  # head-major, as the decoder's products read them: transposed here once per image
+        p = layer[attn][f"{name}_proj"]  # instead of in every call (one prompt on 2 cores: 21.3 -> 20.8 ms)
+        y = x @ p["kernel"].astype(dt) + p["bias"].astype(dt)
+        return y.reshape(1, y.shape[1], nh, -1).transpose(0, 2, 3, 1)
 
     return {"cross_attn_token_to_image": {"k": proj("cross_attn_token_to_image", "k", keys_pe),
                                           "v": proj("cross_attn_token_to_image", "v", keys)},

@@ -92,8 +92,8 @@ class Attention(nn.Module):
                  projected: dict | None = None) -> jax.Array:
         """q (B, Nq, C), k and v (B, Nk, C), key_mask (B, Nk) bool or None -> (B, Nq, C).
 
-        projected: projections made once per image (`models.sam.image_cache`), (1, N, C / downsample_rate) each:
-        "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here)."""
+        projected: projections made once per image (`models.sam.image_cache`), head-major (1, heads, head_dim, N)
+        each: "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here)."""
         c, internal, dt = self.embedding_dim, self.embedding_dim // self.downsample_rate, self.dtype
         nh, hd = self.num_heads, internal // self.num_heads
         axes = ("prompt_embed", "prompt_attn")
@@ -104,7 +104,13 @@ class Attention(nn.Module):
         q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
         projected = projected or {}
-        proj = lambda name, x, w, b: projected[name].astype(dt) if name in projected else x @ w + b  # noqa: E731
+
+        def proj(name, x, w, b):  # (B, N, internal)
+            if name not in projected:
+                return x @ w + b
+            t = projected[name].astype(dt)  # head-major (1, nh, hd, N): the layout the products read
+            return t.transpose(0, 3, 1, 2).reshape(t.shape[0], t.shape[3], internal)
+
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
         if projected:  # the image side is already projected: nothing left to fold
             plan_logits = "standard"
@@ -125,8 +131,11 @@ class Attention(nn.Module):
             logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k)
         else:  # q_into_k
             kp = heads(k @ wk + bk)
-            k_in_q = jnp.einsum("bknd,cnd->bknc", kp, heads(wq))
-            logits = _batched_einsum("bqc,bknc->bqnk", q, k_in_q) + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None]
+            # (B, C, heads, Nk): the image side's product with it is a plain (Nq, C) x (C, heads Nk). Made as
+            # (B, Nk, heads, C), XLA:CPU transposed the image side (4096 x 256) instead: one prompt decoded
+            # 18.15 -> 17.42 ms (median of 200 interleaved calls, 2 cores).
+            k_in_q = jnp.einsum("bknd,cnd->bcnk", kp, heads(wq))
+            logits = _batched_einsum("bqc,bcnk->bqnk", q, k_in_q) + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None]
         logits = logits.astype(f32) / jnp.sqrt(jnp.asarray(hd, f32))
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
