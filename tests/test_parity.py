@@ -149,7 +149,7 @@ def test_predict_batch_matches_predict_torch(tiny_config, photo):
 def test_unpadded_projection_is_the_official_order(monkeypatch, qkv_bias):
     """Windowed blocks project q/k/v on the unpadded grid and fill the padding with a zero token's projection
     (image_encoder.PROJECT_UNPADDED); partitioning the normalised input first, as the official code, gives the same
-    numbers. Grid 8 in windows of 3: a third of each padded window is padding."""
+    numbers. Grid 8 in windows of 3: padded to 9 x 9, 17 of its 81 positions are padding."""
     cfg = TINY_CONFIGS["tiny_windowed"].replace(encoder_qkv_bias=qkv_bias)
     params = stand_in_params(cfg, scale=0.3)
     images = jnp.asarray(np.random.default_rng(0).standard_normal((2, cfg.image_size, cfg.image_size, 3)), jnp.float32)
