@@ -9,6 +9,7 @@ Metrics (IoU on the m x m low-res grid of each mask, m = 4g, inside the image's 
   miou_click{k}    after k clicks: click 1 as above; each next click at the interior centre of the largest
                    connected error region (foreground if a false negative, background if a false positive), with
                    the previous low-res logits as the mask prompt and the single-mask output
+Prompts are in the official format, as SamPredictor and training make them: the points and one not-a-point pad.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scipy import ndimage
 from samjax.data.example import decode_record
 from samjax.data.preprocess import get_preprocess_shape, process_record
 from samjax.data.tfrecord import iter_records
-from samjax.models import IGNORE, Sam, SamConfig
+from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig
 from samjax.models import transforms as T
 
 
@@ -94,7 +95,7 @@ def evaluate(params, config: SamConfig, examples: list[dict], clicks=(1, 3, 5), 
     config = config.replace(encoder_drop_path_rate=0.0, encoder_remat=False)
     m, s = config.mask_input_size, config.image_size
     r = s / m
-    n_tok = max(max(clicks), 1)
+    n_tok = 1 + max(max(clicks), 1)  # slot 0 the first point, slot 1 the not-a-point pad, slot t + 1 click t + 1
     res = {"miou_1pt": [], "miou_1pt_oracle": [], **{f"miou_click{k}": [] for k in clicks}}
     for ex in examples:
         emb = _embed(params, jnp.asarray(ex["image"]), jnp.asarray(ex["input_hw"]), config=config)
@@ -110,7 +111,7 @@ def evaluate(params, config: SamConfig, examples: list[dict], clicks=(1, 3, 5), 
             for i in range(k):
                 rr, cc = interior_point(gt[i])
                 coords[i, 0] = ((cc + 0.5) * r - 0.5, (rr + 0.5) * r - 0.5)
-                labels[i, 0] = 1
+                labels[i, :2] = (1, NOT_A_POINT)
             for t in range(1, max(clicks) + 1):
                 logits, iou_pred = _decode(params, emb, coords, labels, prev, pv, config=config)
                 logits, iou_pred = np.asarray(logits, np.float32), np.asarray(iou_pred, np.float32)
@@ -133,8 +134,8 @@ def evaluate(params, config: SamConfig, examples: list[dict], clicks=(1, 3, 5), 
                 for i in range(k):
                     c = next_click(preds[i], gt[i])
                     if c is not None:
-                        coords[i, t] = ((c[1] + 0.5) * r - 0.5, (c[0] + 0.5) * r - 0.5)
-                        labels[i, t] = c[2]
+                        coords[i, t + 1] = ((c[1] + 0.5) * r - 0.5, (c[0] + 0.5) * r - 0.5)
+                        labels[i, t + 1] = c[2]
     out = {key: float(np.mean(v)) if v else float("nan") for key, v in res.items()}
     out["num_masks"] = len(res["miou_1pt"])
     out["num_images"] = len(examples)

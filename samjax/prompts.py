@@ -11,8 +11,10 @@ The loss of a round backpropagates through the lowest-loss multimask output when
 0 with a single point) and through the single-mask output otherwise. The IoU head is trained on every output the
 round uses (all 3 multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
 
-Token layout (N = 2 + num_click_rounds): slots 0-1 hold the first prompt (point + IGNORE, or the two box
-corners, labels 2/3); slot 2 + k holds the k-th click; unused slots are IGNORE (see models.prompt_encoder).
+Token layout (N = 2 + num_click_rounds): slots 0-1 hold the first prompt (the point and a not-a-point pad, label
+-1, or the two box corners, labels 2/3); slot 2 + k holds the k-th click; unused slots are IGNORE (see
+models.prompt_encoder). The pad is the official prompt format: SamPredictor (and samjax.infer) add one to every
+prompt without a box, so a model is trained on the token set it is served with.
 Coordinates are (x, y) pixels of the S x S input; masks live on the m x m low-res grid (m = 4g), cell (i, j)
 covering pixels [j r, (j + 1) r) horizontally with r = S / m.
 """
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from samjax import losses
-from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE
+from samjax.models.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT
 
 f32 = jnp.float32
 
@@ -99,7 +101,7 @@ def initial_prompts(rng: jax.Array, masks: jax.Array, boxes: jax.Array, image_si
     box = jnp.clip(boxes + noise, 0.0, image_size - 1.0)
     box = jnp.concatenate([jnp.minimum(box[:, :2], box[:, 2:]), jnp.maximum(box[:, :2], box[:, 2:])], -1)
     first = jnp.where(is_point[:, None, None], jnp.stack([point, jnp.zeros_like(point)], 1), box.reshape(p, 2, 2))
-    first_labels = jnp.where(is_point[:, None], jnp.array([1, IGNORE], jnp.int32),
+    first_labels = jnp.where(is_point[:, None], jnp.array([1, NOT_A_POINT], jnp.int32),
                              jnp.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], jnp.int32))
     n = cfg.num_tokens
     coords = jnp.zeros((p, n, 2), f32).at[:, :2].set(first)

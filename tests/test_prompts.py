@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samjax import losses, prompts
-from samjax.models.prompt_encoder import IGNORE
+from samjax.models.prompt_encoder import IGNORE, NOT_A_POINT
 
 S, M = 64, 16  # image side, mask grid (4 px per cell)
 
@@ -26,7 +26,7 @@ def test_first_prompt_statistics():
     assert coords.shape == (p, cfg.num_tokens, 2) and cfg.num_tokens == 10
     assert abs(is_point.mean() - 0.5) < 0.03  # 50/50 point or box
     pts = coords[is_point, 0]
-    assert np.all(labels[is_point, 0] == 1) and np.all(labels[is_point, 1] == IGNORE)
+    assert np.all(labels[is_point, 0] == 1) and np.all(labels[is_point, 1] == NOT_A_POINT)  # official pad
     # foreground point: inside the mask, uniform over it (mean at the centre, spread of a uniform)
     assert pts[:, 0].min() >= 7.5 and pts[:, 0].max() < 24 and pts[:, 1].min() >= 15.5 and pts[:, 1].max() < 48
     np.testing.assert_allclose(pts.mean(0), [15.5, 31.5], atol=0.4)
@@ -36,6 +36,33 @@ def test_first_prompt_statistics():
     assert np.all(labels[~is_point, 0] == 2) and np.all(labels[~is_point, 1] == 3)
     np.testing.assert_allclose((box - np.array([8, 16, 24, 48])).std(0), [1.6, 3.2, 1.6, 3.2], rtol=0.08)
     assert np.all(labels[:, 2:] == IGNORE)
+
+
+def test_training_point_prompts_are_the_served_format():
+    """The simulation's first point prompt decodes exactly as the same point through samjax.infer, which follows
+    SamPredictor (the point and one not-a-point pad): a model is trained on the token set it is served with.
+    Without the pad in training (IGNORE in slot 1) the outputs differ."""
+    from samjax.infer import Predictor
+    from samjax.models import decode_prompts
+    from tests.conftest import TINY_CONFIGS, stand_in_params
+
+    cfg = TINY_CONFIGS["tiny_windowed"]
+    params = stand_in_params(cfg, scale=0.3)
+    m = cfg.mask_input_size
+    masks = np.zeros((2, m, m), bool)
+    masks[:, 5:20, 8:14] = True
+    boxes = jnp.tile(jnp.array([[16.0, 10.0, 28.0, 40.0]]), (2, 1))
+    coords, labels, is_point = prompts.initial_prompts(jax.random.PRNGKey(3), jnp.asarray(masks), boxes,
+                                                       cfg.image_size, prompts.PromptConfig(box_prob=0.0))
+    assert bool(is_point.all())
+    predictor = Predictor(cfg, params)
+    image = np.random.default_rng(0).integers(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
+    predictor.set_image(image)  # S x S: no resize, so the pixel coordinates are the same in both frames
+    _, iou_served, logits_served = predictor.predict(np.asarray(coords[0, :1]), np.array([1]))
+    logits, iou = decode_prompts(predictor.params, cfg, predictor.features, coords[:1], labels[:1],
+                                 image_pe=predictor.image_pe)
+    np.testing.assert_allclose(np.asarray(logits[0]), logits_served, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(iou[0]), iou_served, atol=1e-5)
 
 
 def test_box_noise_is_clipped_to_20px():
