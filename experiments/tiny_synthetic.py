@@ -57,7 +57,8 @@ mask-prompt path is untrained with 1 round; the previous final model: 0.388, 0.5
 Measured (2026-11-27, evening; 2-core CPU, no accelerator, quiet): the command above exactly, fresh workdir, cold
 compilation cache, with point prompts in the official format (below): wall 13m25s in all, 760 s of training = 8710
 steps x 8 images at ~92 img/s; held-out (398 images with masks, 1489 masks) single-point mIoU 0.642 (oracle
-best-of-3 0.718; after 3 clicks 0.755, after 5 clicks 0.776). The 0.70 target is NOT reached. Since this run a point
+best-of-3 0.718; after 3 clicks 0.755, after 5 clicks 0.776). A second run (warm compilation cache): 13m22s, 8811
+steps, 0.645 (oracle 0.718; 3 clicks 0.757, 5 clicks 0.775). The 0.70 target is NOT reached. Since this run a point
 prompt carries the not-a-point pad (label -1) in training and evaluation, as SamPredictor and samjax.infer serve it;
 before, the pad's slot was IGNORE, so the models below were trained (and evaluated) without the token they are
 served with. Every run below was made that way. Tried after it, 330 s runs from that run's data (decays at
