@@ -32,6 +32,7 @@ each model's Predictor masks at 128x128 against the full-resolution RLE (the sam
   8 px patches, batch 8, decays 800/1600/2300 2518   27   0.658  0.717   0.756     0.768     0.653 (oracle 0.714)
   8 px patches, batch 4 (this config)        4778    26   0.663  0.726   0.762     0.770     0.655 (oracle 0.720)
   the same with layer_decay 1.0              4828    26   0.653  0.718   0.757     0.770
+  the same with window_size 8                4476    24   0.657  0.717   0.750     0.762
 An 8 px step costs 3.3x a 16 px one (train_ab: 268 against 82 ms at batch 8; the encoder is ~140 ms of it), but
 learns ~2.5x as much per step (330 s runs: 0.568 at 1037 steps; 16 px patches needed ~2600 for that) and ends
 higher. bfloat16 compute on this CPU gave nothing (276 against 260 ms). Box prompts (each held-out mask's box,
