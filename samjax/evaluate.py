@@ -72,6 +72,12 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int] | None:
     return r, c, best[2]
 
 
+def cell_centre(row: int, col: int, r: float) -> tuple[float, float]:
+    """(x, y) pixels of the input at the centre of low-res cell (row, col), r input pixels per cell (as
+    samjax.prompts.cell_to_coords with no rng, on the host)."""
+    return (col + 0.5) * r - 0.5, (row + 0.5) * r - 0.5
+
+
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     union = (pred | gt).sum()
     return float((pred & gt).sum() / union) if union else 1.0
@@ -110,7 +116,7 @@ def evaluate(params, config: SamConfig, examples: list[dict], clicks=(1, 3, 5), 
             pv = np.zeros((batch_masks,), bool)
             for i in range(k):
                 rr, cc = interior_point(gt[i])
-                coords[i, 0] = ((cc + 0.5) * r - 0.5, (rr + 0.5) * r - 0.5)
+                coords[i, 0] = cell_centre(rr, cc, r)
                 labels[i, :2] = (1, NOT_A_POINT)
             for t in range(1, max(clicks) + 1):
                 logits, iou_pred = _decode(params, emb, coords, labels, prev, pv, config=config)
@@ -134,7 +140,7 @@ def evaluate(params, config: SamConfig, examples: list[dict], clicks=(1, 3, 5), 
                 for i in range(k):
                     c = next_click(preds[i], gt[i])
                     if c is not None:
-                        coords[i, t + 1] = ((c[1] + 0.5) * r - 0.5, (c[0] + 0.5) * r - 0.5)
+                        coords[i, t + 1] = cell_centre(c[0], c[1], r)
                         labels[i, t + 1] = c[2]
     out = {key: float(np.mean(v)) if v else float("nan") for key, v in res.items()}
     out["num_masks"] = len(res["miou_1pt"])
