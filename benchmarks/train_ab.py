@@ -14,7 +14,10 @@ another and compiled in parallel threads (a ViT-B step compiles in 84-127 s on a
 of a device run, results/h200_2026-11-27_run4.log). Then the calls alternate between the variants, so machine
 noise hits all alike. Variants whose overrides leave the compiled program unchanged are named in a warning.
 Prints, per variant: median and minimum ms per step, images/s, MFU where the device's peak
-is known, compile seconds, XLA's temporary memory, the last loss; and each median relative to the first variant.
+is known, compile seconds, XLA's temporary memory, the last loss; and each median relative to the first variant
+timed. A variant whose compiled step needs more memory than the device has (arguments + outputs + temporaries, from
+XLA's memory analysis; `--memory-gib` to pretend a smaller card), or that runs out of it when called, is listed as
+skipped and the others are timed (on an H200 the ViT-B step without rematerialised rounds needs 175 GiB).
 """
 
 from __future__ import annotations
@@ -75,6 +78,28 @@ def compile_variant(v: dict) -> None:
     v["compile_s"] = time.perf_counter() - t
     mem = v["compiled"].memory_analysis()
     v["temp_gib"] = mem.temp_size_in_bytes / 2**30 if mem is not None else float("nan")
+    # what one call holds on the device: its arguments, the outputs not written over donated ones, the temporaries
+    v["need_gib"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+                     + mem.temp_size_in_bytes) / 2**30 if mem is not None else 0.0
+
+
+def device_memory_gib() -> float | None:
+    """The first device's memory for buffers (the allocator's limit), None where the backend does not say (CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["bytes_limit"] / 2**30 if "bytes_limit" in stats else None
+
+
+def warm_up(v: dict) -> None:
+    """3 calls; a variant that runs out of device memory anyway is marked skipped, not the end of the A/B."""
+    try:
+        with jax.set_mesh(v["mesh"]):
+            for _ in range(3):
+                v["state"], out = v["compiled"](v["state"], *v["args"])
+            jax.block_until_ready(out)
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        v["skipped"] = f"out of device memory when run ({str(e).splitlines()[0][:120]})"
 
 
 def main(argv=None) -> dict:
@@ -84,6 +109,9 @@ def main(argv=None) -> dict:
                    help="a named set of overrides (repeat; default: scan vs unrolled prompt rounds)")
     p.add_argument("--steps", type=int, default=30, help="timed calls of each step (after 3 warm-up calls)")
     p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--memory-gib", type=float, default=0.0,
+                   help="skip variants whose step needs more device memory than this (default: the device's own "
+                        "limit where the backend reports one; e.g. 80 to see what fits an H100 from an H200)")
     a, shared = p.parse_known_args(argv)
     if a.steps < 1:
         p.error(f"--steps must be at least 1, got {a.steps}")
@@ -107,13 +135,18 @@ def main(argv=None) -> dict:
               flush=True)
     with ThreadPoolExecutor(len(runs)) as ex:
         list(ex.map(compile_variant, runs))
-    for v in runs:  # warm-up
-        with jax.set_mesh(v["mesh"]):
-            for _ in range(3):
-                v["state"], out = v["compiled"](v["state"], *v["args"])
-            jax.block_until_ready(out)
-    for _ in range(a.steps):
-        for v in runs:
+    limit = a.memory_gib or device_memory_gib()
+    for v in runs:
+        if limit and v["need_gib"] > limit:  # e.g. a step without rematerialisation: say so, time the others
+            v["skipped"] = f"does not fit: needs {v['need_gib']:.2f} GiB of device memory, the limit is {limit:.2f}"
+        else:
+            warm_up(v)
+        if "skipped" in v:
+            v["state"] = None  # its buffers go back to the device
+            print(f"variant {v['name']}: {v['skipped']}; skipped", flush=True)
+    timed = [v for v in runs if "skipped" not in v]
+    for _ in range(a.steps if timed else 0):
+        for v in timed:
             with jax.set_mesh(v["mesh"]):
                 t = time.perf_counter()
                 v["state"], out = v["compiled"](v["state"], *v["args"])
@@ -128,8 +161,9 @@ def main(argv=None) -> dict:
           f"{a.steps} interleaved steps each; shared overrides: {' '.join(shared) or 'none'}")
     print("| variant | median ms | min ms | images/s | MFU | vs first | compile s | temp GiB | last loss |\n"
           "|---|---|---|---|---|---|---|---|---|")
-    rows = []
-    for v in runs:
+    rows, skipped = [], [dict(variant=v["name"], skipped=v["skipped"], compile_s=v["compile_s"],
+                              temp_gib=v["temp_gib"]) for v in runs if "skipped" in v]
+    for v in timed:
         ts = np.array(v["times"]) * 1e3
         med = float(np.median(ts))
         flops, _ = train_step_flops(v["cfg"], v["mc"])
@@ -142,8 +176,10 @@ def main(argv=None) -> dict:
         print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.1f} | {mfu} | "
               f"{r['median_ms'] / rows[0]['median_ms']:.2f} | {r['compile_s']:.1f} | {r['temp_gib']:.2f} | "
               f"{r['loss']:.5f} |")
+    for r in skipped:
+        print(f"| {r['variant']} | {r['skipped']} | | | | | {r['compile_s']:.1f} | {r['temp_gib']:.2f} | |")
     result = {"experiment": a.experiment, "device": jax.devices()[0].device_kind, "shared": shared,
-              "variants": dict(variants), "rows": rows}
+              "variants": dict(variants), "rows": rows, "skipped": skipped}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -46,23 +46,31 @@ SMALL_STEP = ["--config.data.batch_size=2", "--config.data.max_masks_per_image=2
 
 
 def test_train_ab_times_variants_from_the_same_start(tmp_path, capsys, monkeypatch):
-    """benchmarks.train_ab: the default pair (rounds scanned / unrolled) is the same maths compiled two ways, so from
-    the same parameters and batch both report the same loss after the same steps; the table and JSON are written."""
+    """benchmarks.train_ab: rounds scanned / unrolled are the same maths compiled two ways, so from the same
+    parameters and batch both report the same loss after the same steps; the table and JSON are written. A variant
+    that needs more device memory than the limit (8x the batch: ~0.15 GiB against the others' ~0.03) is named as
+    skipped and the others are timed."""
     from benchmarks import train_ab  # noqa: PLC0415
 
     # Random values of the model's shapes instead of the jitted init (its compile is ~8 s here; the device bench's
     # test covers host_params).
     monkeypatch.setattr(train_ab, "host_params", lambda mc: stand_in_params(mc, scale=0.02))
     out_json = tmp_path / "ab.json"
-    result = train_ab.main(["--steps", "2", "--json", str(out_json), *SMALL_STEP])
+    result = train_ab.main(["--steps", "2", "--json", str(out_json), "--memory-gib", "0.08",
+                            "--variant", "scan=--config.prompts.unroll_rounds=False",
+                            "--variant", "big=--config.data.batch_size=16",
+                            "--variant", "unrolled=--config.prompts.unroll_rounds=True", *SMALL_STEP])
     rows = result["rows"]
     assert [r["variant"] for r in rows] == ["scan", "unrolled"]
+    assert [r["variant"] for r in result["skipped"]] == ["big"]
+    assert result["skipped"][0]["skipped"] == "does not fit: needs 0.15 GiB of device memory, the limit is 0.08"
     for r in rows:
         assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] and r["compile_s"] > 0, r
     assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-4)
     assert json.loads(out_json.read_text())["rows"] == rows
     out = capsys.readouterr().out
     assert "| scan |" in out and "| unrolled |" in out and "shared overrides: --config.data.batch_size=2" in out
+    assert "variant big: does not fit" in out and "| big | does not fit" in out
     assert "lower to the same program" not in out  # unroll_rounds changes the compiled step
 
 
