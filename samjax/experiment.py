@@ -44,10 +44,12 @@ def base_config() -> ml_collections.ConfigDict:
         "warmup_steps": 250, "decay_steps": (60000, 86666), "decay_factor": 0.1, "freeze_image_encoder": False,
     })
     c.prompts = ml_collections.ConfigDict({"num_click_rounds": 8, "no_click_rounds": 2, "box_prob": 0.5,
-                                           "box_noise_frac": 0.1, "box_noise_max": 20.0, "remat_rounds": False,
+                                           "box_noise_frac": 0.1, "box_noise_max": 20.0, "point_depth": 0.0,
+                                           "point_depth_max": 16, "remat_rounds": False,
                                            "remat_policy": "nothing_saveable", "unroll_rounds": False})
     c.loss = ml_collections.ConfigDict({"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0,
-                                        "focal_alpha": 0.25, "focal_gamma": 2.0})
+                                        "focal_alpha": 0.25, "focal_gamma": 2.0,
+                                        "iou_loss": "mse"})  # "l1": SAM 2's absolute error
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices
     c.train = ml_collections.ConfigDict({
         "num_steps": 90000, "grad_accum": 1, "log_every": 50, "ckpt_every": 1000, "keep_ckpts": 3,

@@ -33,6 +33,9 @@ def dice_loss(logits: jax.Array, target: jax.Array, smooth: float = 1.0) -> jax.
     return 1.0 - (2.0 * inter + smooth) / (p.sum(axis=(-2, -1)) + t.sum(axis=(-2, -1)) + smooth)
 
 
+IOU_LOSSES = ("mse", "l1")
+
+
 def mask_iou(logits: jax.Array, target: jax.Array, threshold: float = 0.0) -> jax.Array:
     """IoU of (logits > threshold) with target, per mask; 1 where both are empty. No gradient. (...)"""
     pred = jax.lax.stop_gradient(logits) > threshold
@@ -43,16 +46,22 @@ def mask_iou(logits: jax.Array, target: jax.Array, threshold: float = 0.0) -> ja
 
 def sam_loss(logits: jax.Array, iou_pred: jax.Array, target: jax.Array, focal_weight: float = 20.0,
              dice_weight: float = 1.0, iou_weight: float = 1.0, focal_alpha: float = 0.25,
-             focal_gamma: float = 2.0) -> dict[str, jax.Array]:
+             focal_gamma: float = 2.0, iou_loss: str = "mse") -> dict[str, jax.Array]:
     """Loss parts for every output of every mask.
 
     logits (P, K, H, W): K mask outputs per prompt; iou_pred (P, K); target (P, H, W) bool.
-    Returns dict of (P, K) arrays: "loss" (the weighted total), "focal", "dice", "iou_mse", "iou" (actual IoU).
+    Returns dict of (P, K) arrays: "loss" (the weighted total), "mask" (the weighted focal + dice: what picks the
+    lowest-loss output), "focal", "dice", "iou_mse" (the IoU prediction's loss: squared error, the paper's, or
+    with iou_loss "l1" the absolute error, SAM 2's), "iou" (actual IoU).
     """
+    if iou_loss not in IOU_LOSSES:
+        raise ValueError(f"loss.iou_loss must be one of {IOU_LOSSES}, got {iou_loss!r}")
     t = jnp.broadcast_to(target[:, None], logits.shape)
     focal = sigmoid_focal_loss(logits, t, focal_alpha, focal_gamma)
     dice = dice_loss(logits, t)
     iou = mask_iou(logits, t)
-    iou_mse = jnp.square(iou_pred.astype(f32) - iou)
-    total = focal_weight * focal + dice_weight * dice + iou_weight * iou_mse
-    return {"loss": total, "focal": focal, "dice": dice, "iou_mse": iou_mse, "iou": iou}
+    err = iou_pred.astype(f32) - iou
+    iou_mse = jnp.square(err) if iou_loss == "mse" else jnp.abs(err)
+    mask = focal_weight * focal + dice_weight * dice
+    return {"loss": mask + iou_weight * iou_mse, "mask": mask, "focal": focal, "dice": dice, "iou_mse": iou_mse,
+            "iou": iou}

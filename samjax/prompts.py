@@ -1,15 +1,17 @@
 """Interactive prompt simulation for training (SAM paper, appendix): 11 rounds per mask, on device, static shapes.
 
-Round 0: a foreground point drawn uniformly from the mask, or (with probability `box_prob`) the mask's box with
-Gaussian noise of sd `box_noise_frac` x its side on each coordinate, clipped to `box_noise_max` pixels.
+Round 0: a foreground point drawn uniformly from the mask (or only from its interior: `point_depth`), or (with
+probability `box_prob`) the mask's box with Gaussian noise of sd `box_noise_frac` x its side on each coordinate,
+clipped to `box_noise_max` pixels.
 Rounds 1..: each adds one click drawn uniformly from the error region of the previous prediction (foreground
 click in a false negative, background click in a false positive), except `no_click_rounds` rounds which add
 none: one at a random position among the click rounds, and the last. Every round after the first gets the
 previous round's unthresholded low-res logits of its highest-predicted-IoU mask as the mask prompt (no gradient).
 
-The loss of a round backpropagates through the lowest-loss multimask output when the prompt is ambiguous (round
-0 with a single point) and through the single-mask output otherwise. The IoU head is trained on every output the
-round uses (all 3 multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
+The loss of a round backpropagates through the lowest-loss multimask output (by focal + dice) when the prompt is
+ambiguous (round 0 with a single point) and through the single-mask output otherwise. The IoU head is trained on
+every output the round uses (all 3 multimask outputs when ambiguous), so their predicted IoUs can rank them at
+inference.
 
 Token layout (N = 2 + num_click_rounds): slots 0-1 hold the first prompt (the point and a not-a-point pad, label
 -1, or the two box corners, labels 2/3); slot 2 + k holds the k-th click; unused slots are IGNORE (see
@@ -46,11 +48,20 @@ class PromptConfig:
     box_prob: float = 0.5          # first prompt: box with this probability, else one foreground point
     box_noise_frac: float = 0.1    # box corner noise sd, as a fraction of the box side
     box_noise_max: float = 20.0    # ... clipped to this many pixels
+    point_depth: float = 0.0       # first point only from cells at least this fraction of the mask's deepest cell
+    #                                deep (0: uniform over the mask, the paper's; 1: the deepest cells, where
+    #                                samjax.evaluate puts its point); depth = chessboard distance to the background
+    point_depth_max: int = 16      # ... depth counted up to this many cells
     remat_rounds: bool = False     # recompute each round's decoder activations in the backward pass (memory)
     remat_policy: str = "nothing_saveable"  # with remat_rounds: what each round keeps (REMAT_POLICIES)
     unroll_rounds: bool = False    # unroll the rounds' scan (small models on CPU: no zero-filled residual stacks)
 
     def __post_init__(self):
+        if not 0.0 <= self.point_depth <= 1.0:
+            raise ValueError(f"prompts.point_depth must be in [0, 1] (a fraction of the mask's deepest cell), "
+                             f"got {self.point_depth}")
+        if self.point_depth_max < 1:
+            raise ValueError(f"prompts.point_depth_max must be at least 1 cell, got {self.point_depth_max}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"prompts.remat_policy must be one of {REMAT_POLICIES} (jax.checkpoint_policies), "
                              f"got {self.remat_policy!r}")
@@ -77,6 +88,19 @@ def sample_cells(rng: jax.Array, region: jax.Array) -> tuple[jax.Array, jax.Arra
     return (idx // w).astype(jnp.int32), (idx % w).astype(jnp.int32), region.reshape(p, -1).any(-1)
 
 
+def mask_depth(masks: jax.Array, max_depth: int) -> jax.Array:
+    """Chessboard distance of each cell to the nearest background cell (the image border counts as background),
+    capped at max_depth: masks (P, m, m) bool -> (P, m, m) int32, 0 outside the mask, 1 on its boundary.
+    Counts how many 3x3 erosions each cell survives."""
+    x = masks.astype(f32)
+    depth = x
+    for _ in range(max_depth - 1):
+        x = jax.lax.reduce_window(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), jnp.inf, jax.lax.min, (1, 3, 3),
+                                  (1, 1, 1), "VALID")
+        depth = depth + x
+    return depth.astype(jnp.int32)
+
+
 def cell_to_coords(rng: jax.Array | None, row: jax.Array, col: jax.Array, image_size: int, grid: int) -> jax.Array:
     """Cells (P,) on the m x m grid -> (x, y) (P, 2) pixels of the S x S input; uniform inside the cell (rng) or
     at its centre (rng None)."""
@@ -92,7 +116,12 @@ def initial_prompts(rng: jax.Array, masks: jax.Array, boxes: jax.Array, image_si
     coords (P, N, 2) f32, labels (P, N) int32, is_point (P,) bool."""
     p, m = masks.shape[0], masks.shape[-1]
     k_pt, k_cell, k_box, k_noise = jax.random.split(rng, 4)
-    row, col, _ = sample_cells(k_pt, masks)
+    region = masks
+    if cfg.point_depth > 0:  # only the mask's interior: cells at least point_depth x its deepest cell's depth
+        depth = mask_depth(masks, cfg.point_depth_max)
+        deepest = depth.reshape(p, -1).max(-1)[:, None, None]
+        region = depth >= jnp.maximum(1, jnp.ceil(cfg.point_depth * deepest))
+    row, col, _ = sample_cells(k_pt, region)
     point = cell_to_coords(k_cell, row, col, image_size, m)  # (P, 2)
     is_point = jax.random.uniform(k_box, (p,)) >= cfg.box_prob
     side = jnp.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, -1)  # (P, 4): w h w h
@@ -160,15 +189,14 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
         logits, iou_pred = decode(coords, labels, prev, prev_valid)
         parts = losses.sam_loss(logits, iou_pred, masks, **loss_kwargs)
         ambiguous = (r == 0) & is_point  # (P,)
-        multi = parts["loss"][:, 1:]
-        best = 1 + jnp.argmin(multi, axis=-1)
+        # The lowest-loss output by its mask loss alone (focal + dice, as SAM 2's training code picks it): with the
+        # IoU term in the choice, a large iou_weight would pick the output whose IoU was best predicted.
+        best = 1 + jnp.argmin(parts["mask"][:, 1:], axis=-1)
         chosen = jnp.where(ambiguous, best, 0)  # output whose mask loss is backpropagated
         pick = lambda a: jnp.take_along_axis(a, chosen[:, None], 1)[:, 0]  # noqa: E731
         n_multi = iou_pred.shape[1] - 1
         iou_mse = jnp.where(ambiguous, parts["iou_mse"][:, 1:].sum(-1) / n_multi, parts["iou_mse"][:, 0])
-        w_focal, w_dice, w_iou = (loss_kwargs.get(k, d) for k, d in
-                                  (("focal_weight", 20.0), ("dice_weight", 1.0), ("iou_weight", 1.0)))
-        per_mask = w_focal * pick(parts["focal"]) + w_dice * pick(parts["dice"]) + w_iou * iou_mse
+        per_mask = pick(parts["mask"]) + loss_kwargs.get("iou_weight", 1.0) * iou_mse
         # Mask prompt and next click: the highest-predicted-IoU mask among the outputs this round uses.
         sel = jnp.where(ambiguous, 1 + jnp.argmax(iou_pred[:, 1:], -1), 0)
         sel_logits = jnp.take_along_axis(logits, sel[:, None, None, None], 1)[:, 0]

@@ -50,6 +50,12 @@ def test_sam_loss_weights_and_shapes():
         assert parts[k].shape == (3, 4)
     np.testing.assert_allclose(parts["loss"], 20 * parts["focal"] + parts["dice"] + parts["iou_mse"], rtol=1e-6)
     np.testing.assert_allclose(parts["iou_mse"], (iou_pred - parts["iou"]) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(parts["mask"], 20 * parts["focal"] + parts["dice"], rtol=1e-6)
+    l1 = losses.sam_loss(logits, iou_pred, target, iou_weight=3.0, iou_loss="l1")  # SAM 2's absolute error
+    np.testing.assert_allclose(l1["iou_mse"], np.abs(iou_pred - parts["iou"]), rtol=1e-6)
+    np.testing.assert_allclose(l1["loss"], parts["mask"] + 3 * l1["iou_mse"], rtol=1e-6)
+    with pytest.raises(ValueError, match="iou_loss must be one of"):
+        losses.sam_loss(logits, iou_pred, target, iou_loss="huber")
 
 
 def test_perfect_prediction_has_low_loss():

@@ -127,6 +127,24 @@ def test_simulate_loss_selection_against_hand_computation():
     assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
 
 
+def test_lowest_loss_output_is_chosen_by_its_mask_loss_alone():
+    """The ambiguous round backpropagates the output with the lowest focal + dice; a badly predicted IoU does not
+    move the choice to a worse mask, whatever the IoU weight (it did while the IoU term was part of the choice)."""
+    p = 4
+    masks, boxes = _square_masks(p)
+    cfg = prompts.PromptConfig(num_click_rounds=0, no_click_rounds=0, box_prob=0.0)  # one round, single points
+    good = jnp.where(masks, 30.0, -30.0)
+    near = good.at[:, 4, 2].set(-30.0)  # one cell short: a slightly higher mask loss
+    iou_pred = jnp.tile(jnp.array([[0.5, 0.0, 1.0, 0.5]]), (p, 1))  # output 1 (perfect) predicted 0, 2 predicted 1
+    outs = jnp.stack([near, good, near, near], 1)
+    parts = losses.sam_loss(outs, iou_pred, masks, iou_weight=20.0)
+    assert float(parts["loss"][0, 1]) > float(parts["loss"][0, 2])  # by the total, output 2 would be chosen
+    loss, _ = prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool),
+                               jax.random.PRNGKey(0), S, cfg, {"iou_weight": 20.0})
+    iou_term = 20.0 * parts["iou_mse"][0, 1:].mean()
+    assert float(loss) == pytest.approx(float(parts["mask"][0, 1] + iou_term), rel=1e-5)
+
+
 @pytest.mark.parametrize("variant", [dict(unroll_rounds=True), dict(remat_rounds=True),
                                      *(dict(remat_rounds=True, remat_policy=n) for n in prompts.REMAT_POLICIES[1:])])
 def test_unrolled_or_rematerialised_rounds_equal_the_scan(variant):
@@ -162,3 +180,44 @@ def test_unrolled_or_rematerialised_rounds_equal_the_scan(variant):
 def test_unknown_remat_policy_is_named():
     with pytest.raises(ValueError, match="remat_policy must be one of"):
         prompts.PromptConfig(remat_rounds=True, remat_policy="dots")
+
+
+def test_mask_depth_is_the_chessboard_distance_to_the_background():
+    """Against scipy's chessboard distance transform, the image border counting as background, capped."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 24, 24), bool)
+    masks[0, 3:20, 2:15] = True            # a rectangle
+    masks[1, :, :5] = True                 # touching three borders
+    masks[2, 7, 9] = True                  # one cell
+    masks[3] = rng.random((24, 24)) < 0.7  # ragged
+    yy, xx = np.mgrid[:24, :24]
+    masks[4] = (yy - 12) ** 2 + (xx - 11) ** 2 < 81  # a disc
+    depth = np.asarray(prompts.mask_depth(jnp.asarray(masks), 4))
+    for m, d in zip(masks, depth):
+        ref = ndimage.distance_transform_cdt(np.pad(m, 1), metric="chessboard")[1:-1, 1:-1]
+        np.testing.assert_array_equal(d, np.minimum(ref, 4))
+    assert depth[5].max() == 0 and depth[0].max() == 4 and depth[2].max() == 1
+
+
+def test_first_point_from_the_interior():
+    """point_depth 1: every first point in the mask's deepest cells; 0.5: in cells at least half as deep; the
+    box prompts are unchanged."""
+    p = 2000
+    masks, boxes = _square_masks(p)  # 8 x 4 cells: depth 2 in rows 5..10, cols 3..4 (x [12, 20), y [20, 44))
+    uniform = prompts.initial_prompts(jax.random.PRNGKey(0), masks, boxes, S, prompts.PromptConfig())
+    deep = prompts.initial_prompts(jax.random.PRNGKey(0), masks, boxes, S, prompts.PromptConfig(point_depth=1.0))
+    pts = np.asarray(deep[0])[np.asarray(deep[2]), 0]
+    assert pts[:, 0].min() >= 12 - 0.5 and pts[:, 0].max() < 20 and pts[:, 1].min() >= 20 - 0.5
+    assert pts[:, 1].max() < 44
+    np.testing.assert_allclose(pts.mean(0), [15.5, 31.5], atol=0.4)
+    u = np.asarray(uniform[0])[np.asarray(uniform[2]), 0]
+    assert (u[:, 0] < 12).mean() > 0.2  # uniform points do reach the outer ring
+    np.testing.assert_array_equal(np.asarray(deep[0])[~np.asarray(deep[2])], np.asarray(uniform[0])[~np.asarray(
+        uniform[2])])
+    half = prompts.initial_prompts(jax.random.PRNGKey(1), masks, boxes, S, prompts.PromptConfig(point_depth=0.5))
+    hp = np.asarray(half[0])[np.asarray(half[2]), 0]
+    assert hp[:, 0].min() >= 7.5 and (hp[:, 0] < 12).mean() > 0.2  # ceil(0.5 * 2) = 1: the whole mask
+    with pytest.raises(ValueError, match="point_depth must be in"):
+        prompts.PromptConfig(point_depth=1.5)
