@@ -43,6 +43,24 @@ and leak into touching objects of similar texture: grouping, not resolution, is 
 under 512 px 0.67, 512-2048 px 0.73-0.75, over 2048 px 0.76-0.79: large objects are not much better). 186 points
 (12%) also lie in another annotated mask (a part and its object): 0.504 (oracle 0.623) against 0.678 (oracle
 0.735) for the rest. The IoU head's choice costs ~0.06 against the oracle. More steps give less and less.
+Where the choice goes wrong (the point_depth 0.5 model below, which scores as this config does; on the grid): for
+48% of the points the highest-predicted-IoU output is not the best of the 3, and those lose 0.145 IoU on average;
+the predicted IoUs are off by 0.12-0.13 (correlation with the actual 0.64-0.72 per output); the third output is
+picked 73% of the time and is the best 45%.
+
+Tried on top of this config (2026-11-27, late night), none adopted; same data and held-out images, 760 s or, where
+marked, a fixed 4780 steps:
+  change                                                          steps   1pt    oracle  3 clicks  5 clicks
+  first point from the mask's deepest cells (prompts.point_depth 1)  3887*  0.660  0.728   0.768     0.785
+  ... from cells at least half as deep (point_depth 0.5)           4756   0.662  0.732   0.765     0.781
+  point first prompts only (box_prob 0)                            4524*  0.661  0.729   0.752     0.748
+  lowest-loss output by focal + dice alone (loss.choose_by "mask") 4780f  0.656  0.730   0.761     0.765
+  ... and SAM 2's L1 IoU loss (loss.iou_loss "l1")                 4780f  0.645  0.722   0.749     0.765
+  choose_by "mask" and an early-convolution stem (3x3 stride-2
+    convs of 24 and 48 channels, LN + GELU, then 2x2 patches; +9%
+    per step; its code was not kept)                               4535   0.606  0.699   0.733     0.757
+  (* the machine was shared for part of the run; f: fixed step count.) With L1 the IoU head picked wrong 51% of the
+  time: the ranking did not improve. Interior first points help the click metrics (+0.01 at 5 clicks), not 1pt.
 
 History of this experiment (16 px patches; every figure measured; single-point mIoU on held-out images):
   * Masks from 16 px annotated (the generator's default): median 19.5 cells of the 32x32 grid, 43% under one

@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
                                            "remat_policy": "nothing_saveable", "unroll_rounds": False})
     c.loss = ml_collections.ConfigDict({"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0,
                                         "focal_alpha": 0.25, "focal_gamma": 2.0,
-                                        "iou_loss": "mse"})  # "l1": SAM 2's absolute error
+                                        "iou_loss": "mse",  # "l1": SAM 2's absolute error
+                                        "choose_by": "total"})  # lowest-loss output by "total" or "mask" loss
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices
     c.train = ml_collections.ConfigDict({
         "num_steps": 90000, "grad_accum": 1, "log_every": 50, "ckpt_every": 1000, "keep_ckpts": 3,

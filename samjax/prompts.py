@@ -8,10 +8,10 @@ click in a false negative, background click in a false positive), except `no_cli
 none: one at a random position among the click rounds, and the last. Every round after the first gets the
 previous round's unthresholded low-res logits of its highest-predicted-IoU mask as the mask prompt (no gradient).
 
-The loss of a round backpropagates through the lowest-loss multimask output (by focal + dice) when the prompt is
-ambiguous (round 0 with a single point) and through the single-mask output otherwise. The IoU head is trained on
-every output the round uses (all 3 multimask outputs when ambiguous), so their predicted IoUs can rank them at
-inference.
+The loss of a round backpropagates through the lowest-loss multimask output when the prompt is ambiguous (round
+0 with a single point) and through the single-mask output otherwise; "lowest" by the total loss, or by focal +
+dice alone (`loss.choose_by` "mask", SAM 2's rule). The IoU head is trained on every output the round uses (all 3
+multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
 
 Token layout (N = 2 + num_click_rounds): slots 0-1 hold the first prompt (the point and a not-a-point pad, label
 -1, or the two box corners, labels 2/3); slot 2 + k holds the k-th click; unused slots are IGNORE (see
@@ -174,7 +174,13 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
     Loss: mean over rounds of the mean over valid masks. Metrics: loss parts, "miou_first" / "miou_last" (IoU of
     the highest-predicted-IoU mask of round 0 / the last round), "num_masks".
     """
-    loss_kwargs = loss_kwargs or {}
+    loss_kwargs = dict(loss_kwargs or {})
+    # Which loss picks the lowest-loss output of an ambiguous round: "loss", the total (IoU term included), or
+    # "mask", focal + dice alone (SAM 2's training code).
+    choose_by = loss_kwargs.pop("choose_by", "total")
+    if choose_by not in ("total", "mask"):
+        raise ValueError(f"loss.choose_by must be 'total' or 'mask', got {choose_by!r}")
+    choose_by = "loss" if choose_by == "total" else "mask"
     p, m = masks.shape[0], masks.shape[-1]
     k_init, k_sched, k_rounds = jax.random.split(rng, 3)
     coords, labels, is_point = initial_prompts(k_init, masks, boxes, image_size, cfg)
@@ -189,9 +195,7 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
         logits, iou_pred = decode(coords, labels, prev, prev_valid)
         parts = losses.sam_loss(logits, iou_pred, masks, **loss_kwargs)
         ambiguous = (r == 0) & is_point  # (P,)
-        # The lowest-loss output by its mask loss alone (focal + dice, as SAM 2's training code picks it): with the
-        # IoU term in the choice, a large iou_weight would pick the output whose IoU was best predicted.
-        best = 1 + jnp.argmin(parts["mask"][:, 1:], axis=-1)
+        best = 1 + jnp.argmin(parts[choose_by][:, 1:], axis=-1)
         chosen = jnp.where(ambiguous, best, 0)  # output whose mask loss is backpropagated
         pick = lambda a: jnp.take_along_axis(a, chosen[:, None], 1)[:, 0]  # noqa: E731
         n_multi = iou_pred.shape[1] - 1

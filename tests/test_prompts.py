@@ -127,9 +127,9 @@ def test_simulate_loss_selection_against_hand_computation():
     assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
 
 
-def test_lowest_loss_output_is_chosen_by_its_mask_loss_alone():
-    """The ambiguous round backpropagates the output with the lowest focal + dice; a badly predicted IoU does not
-    move the choice to a worse mask, whatever the IoU weight (it did while the IoU term was part of the choice)."""
+def test_lowest_loss_output_by_total_or_by_mask_loss():
+    """loss.choose_by: "total" backpropagates the output with the lowest total loss, IoU term included, so a badly
+    predicted IoU can move the choice to a worse mask; "mask" (SAM 2's rule) picks by focal + dice alone."""
     p = 4
     masks, boxes = _square_masks(p)
     cfg = prompts.PromptConfig(num_click_rounds=0, no_click_rounds=0, box_prob=0.0)  # one round, single points
@@ -138,11 +138,15 @@ def test_lowest_loss_output_is_chosen_by_its_mask_loss_alone():
     iou_pred = jnp.tile(jnp.array([[0.5, 0.0, 1.0, 0.5]]), (p, 1))  # output 1 (perfect) predicted 0, 2 predicted 1
     outs = jnp.stack([near, good, near, near], 1)
     parts = losses.sam_loss(outs, iou_pred, masks, iou_weight=20.0)
-    assert float(parts["loss"][0, 1]) > float(parts["loss"][0, 2])  # by the total, output 2 would be chosen
-    loss, _ = prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool),
-                               jax.random.PRNGKey(0), S, cfg, {"iou_weight": 20.0})
+    assert float(parts["loss"][0, 1]) > float(parts["loss"][0, 2])  # by the total, output 2 is chosen
     iou_term = 20.0 * parts["iou_mse"][0, 1:].mean()
-    assert float(loss) == pytest.approx(float(parts["mask"][0, 1] + iou_term), rel=1e-5)
+    for choose_by, chosen in (("total", 2), ("mask", 1)):
+        loss, _ = prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool),
+                                   jax.random.PRNGKey(0), S, cfg, {"iou_weight": 20.0, "choose_by": choose_by})
+        assert float(loss) == pytest.approx(float(parts["mask"][0, chosen] + iou_term), rel=1e-5), choose_by
+    with pytest.raises(ValueError, match="choose_by must be"):
+        prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S,
+                         cfg, {"choose_by": "iou"})
 
 
 @pytest.mark.parametrize("variant", [dict(unroll_rounds=True), dict(remat_rounds=True),
