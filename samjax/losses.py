@@ -50,9 +50,9 @@ def sam_loss(logits: jax.Array, iou_pred: jax.Array, target: jax.Array, focal_we
     """Loss parts for every output of every mask.
 
     logits (P, K, H, W): K mask outputs per prompt; iou_pred (P, K); target (P, H, W) bool.
-    Returns dict of (P, K) arrays: "loss" (the weighted total), "mask" (the weighted focal + dice: what picks the
-    lowest-loss output), "focal", "dice", "iou_mse" (the IoU prediction's loss: squared error, the paper's, or
-    with iou_loss "l1" the absolute error, SAM 2's), "iou" (actual IoU).
+    Returns dict of (P, K) arrays: "loss" (the weighted total), "mask" (the weighted focal + dice; loss.choose_by
+    "mask" picks the lowest-loss output by it), "focal", "dice", "iou_mse" (the IoU prediction's loss: squared
+    error, the paper's, or with iou_loss "l1" the absolute error, SAM 2's), "iou" (actual IoU).
     """
     if iou_loss not in IOU_LOSSES:
         raise ValueError(f"loss.iou_loss must be one of {IOU_LOSSES}, got {iou_loss!r}")
