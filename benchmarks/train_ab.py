@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from benchmarks.device import host_params, train_step_flops, train_step_inputs
+from benchmarks.tpu_aot import bytes_in_use
 from samjax import experiment, metrics, train_state
 
 DEFAULT_VARIANTS = ("scan=--config.prompts.unroll_rounds=False", "unrolled=--config.prompts.unroll_rounds=True")
@@ -78,9 +79,7 @@ def compile_variant(v: dict) -> None:
     v["compile_s"] = time.perf_counter() - t
     mem = v["compiled"].memory_analysis()
     v["temp_gib"] = mem.temp_size_in_bytes / 2**30 if mem is not None else float("nan")
-    # what one call holds on the device: its arguments, the outputs not written over donated ones, the temporaries
-    v["need_gib"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-                     + mem.temp_size_in_bytes) / 2**30 if mem is not None else 0.0
+    v["need_gib"] = bytes_in_use(v["compiled"]) / 2**30 if mem is not None else 0.0
 
 
 def device_memory_gib() -> float | None:
