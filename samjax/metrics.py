@@ -60,7 +60,8 @@ def decoder_flops(cfg: SamConfig, num_tokens: int, mask_prompt: bool = True) -> 
     mlp = 2 * 2 * tok * c * cfg.decoder_mlp_dim
     total = cfg.decoder_depth * (self_attn + attn_tok_img + mlp + attn_img_tok) + attn_tok_img
     total += 2 * (2 * g) ** 2 * c * (c // 4) + 2 * (4 * g) ** 2 * (c // 4) * (c // 8)  # output upscaling
-    total += cfg.num_mask_tokens * (2 * 3 * c * c + 2 * (4 * g) ** 2 * (c // 8))  # hypernetworks + mask product
+    # hypernetwork MLPs (c -> c -> c -> c/8) and each mask's product with the upscaled features
+    total += cfg.num_mask_tokens * (2 * (2 * c * c + c * (c // 8)) + 2 * (4 * g) ** 2 * (c // 8))
     total += 2 * cfg.iou_head_depth * c * cfg.iou_head_hidden_dim
     if mask_prompt:
         m = cfg.mask_in_chans

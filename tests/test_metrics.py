@@ -20,6 +20,16 @@ def test_encoder_flops_match_xla_cost_model():
     assert metrics.encoder_flops(CFG) == pytest.approx(cost["flops"], rel=0.25)
 
 
+def test_decoder_flops_match_xla_cost_model():
+    """One prompt's decode: two tokens, no mask prompt, all four outputs."""
+    params = init_params(CFG, jax.random.PRNGKey(0))
+    emb = jnp.zeros((1, CFG.grid_size, CFG.grid_size, CFG.prompt_embed_dim))
+    f = jax.jit(lambda p, e, c, lab: Sam(CFG).apply({"params": p}, e, c, lab, all_outputs=True, method=Sam.decode))
+    cost = f.lower(params, emb, jnp.zeros((1, 2, 2)), jnp.ones((1, 2), jnp.int32)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    assert metrics.decoder_flops(CFG, 2, mask_prompt=False) == pytest.approx(cost["flops"], rel=0.25)
+
+
 def test_vith_train_flops_order_of_magnitude():
     vith = SamConfig.vit_h()
     assert 5e12 < metrics.encoder_flops(vith) < 7e12  # ~3 TMACs per 1024x1024 image
