@@ -27,7 +27,8 @@ def test_decoder_flops_match_xla_cost_model():
     f = jax.jit(lambda p, e, c, lab: Sam(CFG).apply({"params": p}, e, c, lab, all_outputs=True, method=Sam.decode))
     cost = f.lower(params, emb, jnp.zeros((1, 2, 2)), jnp.ones((1, 2), jnp.int32)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    assert metrics.decoder_flops(CFG, 2, mask_prompt=False) == pytest.approx(cost["flops"], rel=0.25)
+    # 0.895 of XLA's count here; dropping a term as large as the output upscaling (~20% of it) fails
+    assert metrics.decoder_flops(CFG, 2, mask_prompt=False) == pytest.approx(cost["flops"], rel=0.15)
 
 
 def test_vith_train_flops_order_of_magnitude():
