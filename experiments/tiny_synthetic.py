@@ -24,7 +24,8 @@ compilation cache: wall 13m45s in all (data made and converted, 760 s of trainin
 best-of-3 0.727; after 3 clicks 0.763, after 5 clicks 0.772); at image resolution 0.656 (oracle 0.721). The 0.70
 target is NOT reached. The figure follows the machine's speed: the same command from a clean clone on the same VM
 at a slower moment (~22 img/s, wall 13m48s) made 4219 steps and scored 0.651 (oracle 0.720; 3 / 5 clicks 0.752 /
-0.767). The seed moves it by about as much: seeds 1 and 2 scored 0.644 and 0.655 (below).
+0.767); at a faster one (~27 img/s, `make train` from a clean clone, 2026-11-27 evening) 4989 steps in 13m33s
+scored 0.666 (oracle 0.728). The seed moves it by about as much: seeds 1 and 2 scored 0.644 and 0.655 (below).
 
 What the 2026-11-27 (night) change did: 8 px patches instead of 16 and 4 images per step instead of 8. All runs
 below are 760 s of training from the same data, evaluated on the same 400 held-out images; "image res" re-scores
