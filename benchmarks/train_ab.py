@@ -88,13 +88,18 @@ def device_memory_gib() -> float | None:
     return stats["bytes_limit"] / 2**30 if "bytes_limit" in stats else None
 
 
+def call(v: dict) -> dict:
+    """One training step of variant v under its mesh (its state advances); the step's outputs, computed."""
+    with jax.set_mesh(v["mesh"]):
+        v["state"], out = v["compiled"](v["state"], *v["args"])
+        return jax.block_until_ready(out)
+
+
 def warm_up(v: dict) -> None:
     """3 calls; a variant that runs out of device memory anyway is marked skipped, not the end of the A/B."""
     try:
-        with jax.set_mesh(v["mesh"]):
-            for _ in range(3):
-                v["state"], out = v["compiled"](v["state"], *v["args"])
-            jax.block_until_ready(out)
+        for _ in range(3):
+            call(v)
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -146,12 +151,10 @@ def main(argv=None) -> dict:
     timed = [v for v in runs if "skipped" not in v]
     for _ in range(a.steps if timed else 0):
         for v in timed:
-            with jax.set_mesh(v["mesh"]):
-                t = time.perf_counter()
-                v["state"], out = v["compiled"](v["state"], *v["args"])
-                jax.block_until_ready(out)
-                v["times"].append(time.perf_counter() - t)
-                v["loss"] = float(out["loss"])
+            t = time.perf_counter()
+            out = call(v)
+            v["times"].append(time.perf_counter() - t)
+            v["loss"] = float(out["loss"])
 
     peak = metrics.peak_flops_per_device(jax.devices()[0])
     cfg = runs[0]["cfg"]

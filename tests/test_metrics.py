@@ -12,12 +12,16 @@ CFG = SamConfig(image_size=64, patch_size=8, encoder_embed_dim=32, encoder_depth
                 decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32)
 
 
+def _xla_flops(f, *args) -> float:
+    """FLOPs of the jitted f on args by XLA's cost model (benchmarks.tpu_aot.cost reads it the same way)."""
+    cost = f.lower(*args).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
 def test_encoder_flops_match_xla_cost_model():
     params = init_params(CFG, jax.random.PRNGKey(0))
     f = jax.jit(lambda p, x: Sam(CFG).apply({"params": p}, x, method=Sam.embed_images))
-    cost = f.lower(params, jnp.zeros((1, 64, 64, 3))).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    assert metrics.encoder_flops(CFG) == pytest.approx(cost["flops"], rel=0.25)
+    assert metrics.encoder_flops(CFG) == pytest.approx(_xla_flops(f, params, jnp.zeros((1, 64, 64, 3))), rel=0.25)
 
 
 def test_decoder_flops_match_xla_cost_model():
@@ -25,10 +29,9 @@ def test_decoder_flops_match_xla_cost_model():
     params = init_params(CFG, jax.random.PRNGKey(0))
     emb = jnp.zeros((1, CFG.grid_size, CFG.grid_size, CFG.prompt_embed_dim))
     f = jax.jit(lambda p, e, c, lab: Sam(CFG).apply({"params": p}, e, c, lab, all_outputs=True, method=Sam.decode))
-    cost = f.lower(params, emb, jnp.zeros((1, 2, 2)), jnp.ones((1, 2), jnp.int32)).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    xla = _xla_flops(f, params, emb, jnp.zeros((1, 2, 2)), jnp.ones((1, 2), jnp.int32))
     # 0.895 of XLA's count here; dropping a term as large as the output upscaling (~20% of it) fails
-    assert metrics.decoder_flops(CFG, 2, mask_prompt=False) == pytest.approx(cost["flops"], rel=0.15)
+    assert metrics.decoder_flops(CFG, 2, mask_prompt=False) == pytest.approx(xla, rel=0.15)
 
 
 def test_vith_train_flops_order_of_magnitude():
