@@ -89,8 +89,9 @@ What 0.70 takes (2026-11-28): twice the training. This config with the schedule 
   seed 0, --config.train.max_seconds=1520 (2 x 760 s)      9620   0.704  0.762   0.797     0.810
   seed 1, --config.train.num_steps=9620 --config.train.max_seconds=0
                                                            9620   0.690  0.764   0.796     0.810
-Against the same seeds' 760 s runs (0.664, 0.644), +0.040 and +0.046: mean 0.697. So the recipe reaches the target
-with ~2x the steps, not with any of the recipe changes above. The 15 minutes on 2 cores leave room for ~830 s of
+  seed 2, the same                                         9620   0.698  0.765   0.794     0.806
+Against the same seeds' 760 s runs (0.664, 0.644, 0.655): +0.040, +0.046, +0.043; mean 0.697 (sd 0.006). So the
+recipe reaches the target with ~2x the steps (a little more, on average), not with any of the recipe changes above. The 15 minutes on 2 cores leave room for ~830 s of
 training, and a step twice as fast was not found. XLA:CPU flags gave nothing, and of the cheap model knobs only
 freezing the encoder (0.68x the step) comes close (benchmarks/README.md, 2026-11-28). What the step spends: the
 encoder's forward and backward ~45% (96-channel products over 1024 tokens at 30-60 GFLOP/s) and the decoder rounds
