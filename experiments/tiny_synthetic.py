@@ -91,11 +91,11 @@ What 0.70 takes (2026-11-28): twice the training. This config with the schedule 
                                                            9620   0.690  0.764   0.796     0.810
   seed 2, the same                                         9620   0.698  0.765   0.794     0.806
 Against the same seeds' 760 s runs (0.664, 0.644, 0.655): +0.040, +0.046, +0.043; mean 0.697 (sd 0.006). So the
-recipe reaches the target with ~2x the steps (a little more, on average), not with any of the recipe changes above. The 15 minutes on 2 cores leave room for ~830 s of
-training, and a step twice as fast was not found. XLA:CPU flags gave nothing, and of the cheap model knobs only
-freezing the encoder (0.68x the step) comes close (benchmarks/README.md, 2026-11-28). What the step spends: the
-encoder's forward and backward ~45% (96-channel products over 1024 tokens at 30-60 GFLOP/s) and the decoder rounds
-~45%.
+recipe reaches the target with ~2x the steps (a little more, on average), not with any of the recipe changes above.
+The 15 minutes on 2 cores leave room for ~830 s of training, and a step twice as fast was not found. XLA:CPU flags
+gave nothing, and of the cheap model knobs only freezing the encoder (0.68x the step) comes close
+(benchmarks/README.md, 2026-11-28). What the step spends: the encoder's forward and backward ~45% (96-channel
+products over 1024 tokens at 30-60 GFLOP/s) and the decoder rounds ~45%.
 
 History of this experiment (16 px patches; every figure measured; single-point mIoU on held-out images):
   * Masks from 16 px annotated (the generator's default): median 19.5 cells of the 32x32 grid, 43% under one
