@@ -10,7 +10,9 @@ included) in this process and in a fresh process that finds JAX's persistent com
 
 - encoder: one 1024x1024 ViT-B pass (set_image: preprocessing + encoder).
 - prompt: one point -> 3 masks at the image's size (predict), and 64 single-point prompts in one call
-  (samjax predict_batch vs official predict_torch + postprocessing), on a cached embedding.
+  (samjax predict_batch vs official predict_torch + postprocessing), on a cached embedding. Then both again with
+  samjax's decoder products with the image side in bfloat16 (`SamConfig.decoder_matmul_dtype`, float32 elsewhere;
+  the official code as before, timed again), and that mode's thresholded-mask IoU against samjax's float32 masks.
 - amg: automatic mask generation, points_per_side=16, other options at their defaults (encoder included); then
   the same with pred_iou_thresh=0, where samjax, like the official generator, makes the masks of every point (at
   the defaults it skips the points whose predicted IoUs all fail the filter: all of them with random weights).
@@ -46,6 +48,37 @@ def row(what: str, ours: float, official: float, first: float | None = None, not
     f = f"{first:.2f} s" if first is not None else "-"
     print(f"{what:42s} samjax {ours:9.4f} s  official {official:9.4f} s  ratio {ours / official:6.3f}  first {f} "
           f"{note}", flush=True)
+
+
+def mask_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU per mask of two stacks of thresholded masks (..., H, W) (1 where both are empty)."""
+    inter, union = (a & b).sum((-2, -1)), (a | b).sum((-2, -1))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, repeats: int) -> None:
+    """The prompt rows again with the decoder's image-side products in bfloat16 (SamConfig.decoder_matmul_dtype;
+    float32 everywhere else), and their masks' agreement with the float32 Predictor's on the batch's 64 points."""
+    from samjax.infer import Predictor
+
+    mixed = Predictor(cfg.replace(decoder_matmul_dtype="bfloat16"), params)
+    mixed.set_image(image)  # the float32 Predictor's compiled encoder: the config differs in the decoder only
+    mixed.features.block_until_ready()
+    t = time.perf_counter()
+    mixed.predict(*one)
+    first = time.perf_counter() - t
+    n = 10 * repeats
+    row("prompt: 1 point, decoder products bf16", median_time(lambda: mixed.predict(*one), n),
+        median_time(lambda: ref.predict(*one), n), first)
+    t = time.perf_counter()
+    masks_bf16 = mixed.predict_batch(*batch)[0]
+    first = time.perf_counter() - t
+    row("prompt: batch of 64, decoder products bf16", median_time(lambda: mixed.predict_batch(*batch), repeats),
+        median_time(lambda: ref.predict_torch(*batch_torch), repeats), first, "(per call)")
+    iou = mask_agreement(masks_bf16, ours.predict_batch(*batch)[0])
+    print(f"decoder products bf16 vs float32, the batch's {iou.size} masks: thresholded IoU min {iou.min():.4f}, "
+          f"mean {iou.mean():.4f}; pixels that differ {np.mean(masks_bf16 != ours.predict_batch(*batch)[0]):.2e}",
+          flush=True)
 
 
 def first_call_in_fresh_process(cache_dir: str) -> dict:
@@ -142,6 +175,7 @@ def main(argv=None) -> int:
             row("prompt: batch of 64 points -> 64x3 masks", median_time(lambda: ours.predict_batch(pts, labs),
                                                                         args.repeats),
                 median_time(lambda: ref.predict_torch(tp, tl), args.repeats), first, "(per call)")
+            prompt_rows_bf16(cfg, params, image, ours, ref, (pt, lab), (pts, labs), (tp, tl), args.repeats)
         if "amg" in sections:
             # Default thresholds, then pred_iou_thresh=0: with it every prompt's masks are made, the work the official
             # generator always does. (samjax makes masks only for prompts with a predicted IoU through the filter;

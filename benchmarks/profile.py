@@ -30,13 +30,14 @@ import numpy as np
 from benchmarks import device as D
 
 
-def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: str = "bfloat16"):
+def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: str = "bfloat16",
+             decoder_matmul: str = "float32"):
     """-> (jitted fn, args): one call of the workload."""
     cfgs = D.models(tiny)
     if what == "encoder":
         return D.encoder_call(cfgs[model].replace(dtype=dtype, attention=impl), batch)
     if what == "decoder":
-        return D.decoder_call(cfgs[model].replace(dtype=dtype), batch)
+        return D.decoder_call(cfgs[model].replace(dtype=dtype, decoder_matmul_dtype=decoder_matmul), batch)
     if what == "train":
         return D.train_step_call(tiny, batch)[:2]
     raise ValueError(f"--what must be encoder, decoder or train, got {what!r}")
@@ -97,14 +98,17 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=0, help="images (encoder, train) or prompts (decoder); 0: default")
     ap.add_argument("--impl", default="auto", help="encoder attention implementation")
     ap.add_argument("--dtype", default="bfloat16", help="compute dtype (encoder, decoder); float32 as on CPU")
+    ap.add_argument("--decoder-matmul", default="float32",
+                    help="decoder: SamConfig.decoder_matmul_dtype (bfloat16: image-side products in bf16)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes: checks the script on any machine")
     ap.add_argument("--hlo", default="", help="write the optimised HLO text (gzip) into this folder")
     args = ap.parse_args(argv)
     batch = args.batch or {"encoder": 8, "decoder": 64, "train": 1 if args.tiny else 2}[args.what]
-    fn, call_args = workload(args.what, args.model, batch, args.impl, args.tiny, args.dtype)
+    fn, call_args = workload(args.what, args.model, batch, args.impl, args.tiny, args.dtype, args.decoder_matmul)
     label = f"{args.what}_{args.model}_b{batch}_{args.impl}" + ("" if args.dtype == "bfloat16" else f"_{args.dtype}")
+    label += "" if args.decoder_matmul == "float32" else f"_matmul_{args.decoder_matmul}"
     t0 = time.perf_counter()
     compiled = fn.lower(*call_args).compile()
     print(f"{label}: compiled in {time.perf_counter() - t0:.1f} s", flush=True)

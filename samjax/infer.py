@@ -189,8 +189,9 @@ class Predictor:
             self.params = jax.device_put(params)
         else:
             self.params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-        # Compiled code is shared by every Predictor with an equal config (the config is a static argument).
-        self._encode = functools.partial(_encode, config=config)
+        # Compiled code is shared by every Predictor with an equal config (the config is a static argument); the
+        # encoder's by those whose configs differ in the decoder's product dtype only.
+        self._encode = functools.partial(_encode, config=config.replace(decoder_matmul_dtype="float32"))
         self._decode = functools.partial(_decode, config=config)
         self._image_cache = functools.partial(_image_cache, config=config)
         self._postprocess = functools.partial(_postprocess, config=config)
@@ -364,14 +365,15 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
 
 # ------------------------------------------------------------------------------------------------- loading
 def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None,
-         mesh: jax.sharding.Mesh | None = None) -> Predictor:
+         mesh: jax.sharding.Mesh | None = None, decoder_matmul_dtype: str | None = None) -> Predictor:
     """A ready Predictor from a converted checkpoint directory, or directly from an official `.pth` file
-    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h). `mesh`: see Predictor."""
+    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h). `mesh`: see Predictor.
+    dtype / decoder_matmul_dtype: override the SamConfig fields (None: the checkpoint's)."""
     from samjax import checkpoint as ckpt
     from samjax import convert
 
     path = Path(checkpoint)
-    overrides = {"dtype": dtype} if dtype else {}
+    overrides = {k: v for k, v in (("dtype", dtype), ("decoder_matmul_dtype", decoder_matmul_dtype)) if v}
     if path.suffix in (".pth", ".pt", ".bin") and not path.is_dir():  # a missing .pth: say so, not "no directory"
         sd = convert.load_torch_checkpoint(path)
         name = convert.detect_model(sd) if model == "auto" else model

@@ -119,11 +119,13 @@ class ConvTranspose2x2(nn.Module):
     kernel: (2, 2, in, out); official weight (in, out, 2, 2). x: (B, H, W, in) -> (B, 2H, 2W, out).
     With `blocks=True` the 2x2 block stays in two axes of its own, x (..., in) -> (..., 2, 2, out), row offset
     first: no interleaving transpose, for callers that apply more per-pixel layers before they need the image.
+    operand_dtype: the product's operands cast to it, accumulated in float32 (`SamConfig.decoder_matmul_dtype`).
     """
 
     features: int
     axes: tuple[str | None, str | None]
     dtype: Dtype = f32
+    operand_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, blocks: bool = False) -> jax.Array:
@@ -131,7 +133,12 @@ class ConvTranspose2x2(nn.Module):
                                                   ("conv_h", "conv_w", *self.axes)),
                             (2, 2, x.shape[-1], self.features), f32)
         bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
-        y = jnp.einsum("...i,acio->...aco", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        if self.operand_dtype is None:
+            y = jnp.einsum("...i,acio->...aco", x.astype(self.dtype), kernel.astype(self.dtype))
+        else:
+            y = jnp.einsum("...i,acio->...aco", x.astype(self.operand_dtype), kernel.astype(self.operand_dtype),
+                           preferred_element_type=f32).astype(self.dtype)
+        y = y + bias.astype(self.dtype)
         if blocks:
             return y
         b, h, w = x.shape[:3]

@@ -52,6 +52,13 @@ class SamConfig:
     mask_threshold: float = 0.0
     # Numerics: compute dtype of activations and matmuls; parameters always stay float32.
     dtype: str = "float32"
+    # Operand dtype of the mask decoder's products with the image side (its 4g x 4g positions: the attentions
+    # between prompt tokens and the image, the output upscaling's transposed convolutions); they accumulate in
+    # float32 and everything else keeps `dtype`. "bfloat16" with dtype float32 is a TPU's default f32 matmul
+    # precision, and on CPUs with bf16 dot instructions (AVX512-BF16, AMX) it halves those products' time
+    # (ViT-B, one prompt on 2 cores: benchmarks/README.md). Masks then differ from float32 at a few boundary
+    # pixels (thresholded IoU against float32 above 0.99, checked by tests and `make bench`). "float32": exact.
+    decoder_matmul_dtype: str = "float32"
     # Encoder attention implementation (samjax.models.attention): "auto" picks cuDNN flash attention on GPU in
     # bfloat16/float16, query-chunked attention for global blocks elsewhere; "xla" is the reference formula.
     attention: str = "auto"
@@ -87,6 +94,8 @@ class SamConfig:
             problems.append(f"encoder_drop_path_rate must be in [0, 1), got {self.encoder_drop_path_rate}")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.decoder_matmul_dtype not in ("float32", "bfloat16"):
+            problems.append(f"decoder_matmul_dtype must be 'float32' or 'bfloat16', got {self.decoder_matmul_dtype!r}")
         from samjax.models.attention import IMPLEMENTATIONS  # noqa: PLC0415
 
         if self.attention not in IMPLEMENTATIONS:
@@ -135,6 +144,12 @@ class SamConfig:
     @property
     def jnp_dtype(self):
         return _DTYPES[self.dtype]
+
+    @property
+    def decoder_operand_dtype(self):
+        """Operand dtype of the decoder's image-side products, or None where they simply use `dtype`."""
+        mdt = _DTYPES[self.decoder_matmul_dtype]
+        return None if jnp.dtype(mdt).itemsize >= jnp.dtype(self.jnp_dtype).itemsize else mdt
 
     def replace(self, **changes: Any) -> "SamConfig":
         return dataclasses.replace(self, **changes)

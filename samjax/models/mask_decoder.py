@@ -70,10 +70,10 @@ class MaskDecoder(nn.Module):
 def _upscaling_layers(config: SamConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
     """output_upscaling 0 (ConvT), 1 (LN2d), 3 (ConvT) (official nn.Sequential indices; 2 and 4 are GELUs), made in
     the calling module's scope (bound) or outside any (unbound, for `upscale_masks`)."""
-    c, dt = config.prompt_embed_dim, config.jnp_dtype
-    return (ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, name="output_upscaling_0"),
+    c, dt, od = config.prompt_embed_dim, config.jnp_dtype, config.decoder_operand_dtype
+    return (ConvTranspose2x2(c // 4, ("prompt_embed", "mask_channels"), dt, od, name="output_upscaling_0"),
             layer_norm("mask_channels", eps=1e-6, name="output_upscaling_1", dtype=dt),
-            ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, name="output_upscaling_3"))
+            ConvTranspose2x2(c // 8, ("mask_channels", "mask_channels"), dt, od, name="output_upscaling_3"))
 
 
 def _upscale(src: jax.Array, hyper_in: jax.Array, conv0, norm1, conv3) -> jax.Array:

@@ -20,17 +20,22 @@ from samjax.models.config import SamConfig
 f32 = jnp.float32
 
 
-def _batched_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
+def _batched_einsum(spec: str, x: jax.Array, y: jax.Array, operand_dtype=None) -> jax.Array:
     """einsum over a leading batch `b` where either operand may have batch 1 (shared by every row of the other):
-    the shared operand enters the product once instead of being copied B times (same arithmetic)."""
+    the shared operand enters the product once instead of being copied B times (same arithmetic).
+    operand_dtype: both operands cast to it, the product accumulated and returned in float32
+    (`SamConfig.decoder_matmul_dtype`); None: as given."""
+    kw = {}
+    if operand_dtype is not None:
+        x, y, kw = x.astype(operand_dtype), y.astype(operand_dtype), {"preferred_element_type": f32}
     if x.shape[0] == y.shape[0]:
-        return jnp.einsum(spec, x, y)
+        return jnp.einsum(spec, x, y, **kw)
     ins, out = spec.split("->")
     a, b = ins.split(",")
     if y.shape[0] == 1:
-        return jnp.einsum(f"{a},{b[1:]}->{out}", x, y[0])
+        return jnp.einsum(f"{a},{b[1:]}->{out}", x, y[0], **kw)
     if x.shape[0] == 1:
-        return jnp.einsum(f"{a[1:]},{b}->{out}", x[0], y)
+        return jnp.einsum(f"{a[1:]},{b}->{out}", x[0], y, **kw)
     raise ValueError(f"batch sizes {x.shape[0]} and {y.shape[0]} do not broadcast")
 
 
@@ -80,12 +85,14 @@ class Attention(nn.Module):
     """Attention with q/k/v projections down to `embedding_dim // downsample_rate` channels.
 
     q and k/v may differ in batch when one has batch 1 (the image side before it becomes prompt-specific):
-    its projections then run once for all prompts. The products run in the order `attention_plan` picks."""
+    its projections then run once for all prompts. The products run in the order `attention_plan` picks.
+    operand_dtype: of the products between the query and the key side (`_batched_einsum`), None: `dtype`."""
 
     embedding_dim: int
     num_heads: int
     downsample_rate: int = 1
     dtype: jnp.dtype = f32
+    operand_dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None,
@@ -95,7 +102,7 @@ class Attention(nn.Module):
         projected: projections made once per image (`models.sam.image_cache`), head-major (1, heads, head_dim, N)
         each: "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here)."""
         c, internal, dt = self.embedding_dim, self.embedding_dim // self.downsample_rate, self.dtype
-        nh, hd = self.num_heads, internal // self.num_heads
+        nh, hd, od = self.num_heads, internal // self.num_heads, self.operand_dtype
         axes = ("prompt_embed", "prompt_attn")
         wq, bq = LinearParams(c, internal, axes, dt, name="q_proj")()
         wk, bk = LinearParams(c, internal, axes, dt, name="k_proj")()
@@ -125,17 +132,18 @@ class Attention(nn.Module):
         if plan_logits == "standard":
             spec = "bknd,bqnd->bkqn" if key_major else "bqnd,bknd->bqnk"
             qp, kp = heads(proj("q", q, wq, bq)), heads(proj("k", k, wk, bk))
-            logits = _batched_einsum(spec, kp, qp) if key_major else _batched_einsum(spec, qp, kp)
+            logits = _batched_einsum(spec, kp, qp, od) if key_major else _batched_einsum(spec, qp, kp, od)
         elif plan_logits == "k_into_q":  # q.bk is the same for every key: softmax drops it
             q_in_k = jnp.einsum("bqnd,cnd->bqnc", heads(q @ wq + bq), heads(wk))
-            logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k)
+            logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k, od)
         else:  # q_into_k
             kp = heads(k @ wk + bk)
             # (B, C, heads, Nk): the image side's product with it is a plain (Nq, C) x (C, heads Nk). Made as
             # (B, Nk, heads, C), XLA:CPU transposed the image side (4096 x 256) instead: one prompt decoded
             # 18.15 -> 17.42 ms (median of 200 interleaved calls, 2 cores).
             k_in_q = jnp.einsum("bknd,cnd->bcnk", kp, heads(wq))
-            logits = _batched_einsum("bqc,bcnk->bqnk", q, k_in_q) + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None]
+            logits = (_batched_einsum("bqc,bcnk->bqnk", q, k_in_q, od)
+                      + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None])
         logits = logits.astype(f32) / jnp.sqrt(jnp.asarray(hd, f32))
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
@@ -143,13 +151,13 @@ class Attention(nn.Module):
 
         if plan_values == "o_early":  # (weights v Wv) Wo = weights (v Wv Wo): per head, into C channels first
             v_out = jnp.einsum("bknd,ndc->bknc", heads(v @ wv + bv), wo.reshape(nh, hd, c))
-            return _batched_einsum("bqnk,bknc->bqc", attn, v_out) + bo
+            return _batched_einsum("bqnk,bknc->bqc", attn, v_out, od) + bo
         if plan_values == "v_late":  # weights (v Wv + bv) = (weights v) Wv + bv: each row of weights sums to 1
-            mixed = _batched_einsum("bkqn,bkc->bqnc" if key_major else "bqnk,bkc->bqnc", attn, v)
+            mixed = _batched_einsum("bkqn,bkc->bqnc" if key_major else "bqnk,bkc->bqnc", attn, v, od)
             out = jnp.einsum("bqnc,cnd->bqnd", mixed, heads(wv)) + heads(bv)
         else:
             out = _batched_einsum("bkqn,bknd->bqnd" if key_major else "bqnk,bknd->bqnd", attn,
-                                  heads(proj("v", v, wv, bv)))
+                                  heads(proj("v", v, wv, bv)), od)
         return out.reshape(*out.shape[:2], internal) @ wo + bo
 
 
@@ -162,7 +170,7 @@ class TwoWayAttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, queries, keys, query_pe, key_pe, token_mask=None, cache: dict | None = None):
         """cache: this layer's image-side projections (`models.sam.image_cache`), valid while keys are the image's."""
-        cfg, dt = self.config, self.config.jnp_dtype
+        cfg, dt, od = self.config, self.config.jnp_dtype, self.config.decoder_operand_dtype
         cache = cache or {}
         c, nh, rate = cfg.prompt_embed_dim, cfg.decoder_num_heads, cfg.attention_downsample_rate
         if self.skip_first_layer_pe:
@@ -173,7 +181,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm1", dtype=dt)(queries)
 
         q, k = queries + query_pe, keys + key_pe
-        queries = queries + Attention(c, nh, rate, dtype=dt, name="cross_attn_token_to_image")(
+        queries = queries + Attention(c, nh, rate, dt, od, name="cross_attn_token_to_image")(
             q, k, keys, projected=cache.get("cross_attn_token_to_image"))
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm2", dtype=dt)(queries)
 
@@ -181,7 +189,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm3", dtype=dt)(queries + mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
-        keys = keys + Attention(c, nh, rate, dtype=dt, name="cross_attn_image_to_token")(
+        keys = keys + Attention(c, nh, rate, dt, od, name="cross_attn_image_to_token")(
             k, q, queries, token_mask, projected=cache.get("cross_attn_image_to_token"))
         keys = layer_norm("prompt_embed", eps=1e-5, name="norm4", dtype=dt)(keys)
         return queries, keys
@@ -205,7 +213,7 @@ class TwoWayTransformer(nn.Module):
             queries, keys = TwoWayAttentionBlock(cfg, skip_first_layer_pe=(i == 0), name=f"layers_{i}")(
                 queries, keys, point_embedding, key_pe, token_mask, cache if i == 0 else None)
         q, k = queries + point_embedding, keys + key_pe
-        attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dtype=dt,
+        attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dt, cfg.decoder_operand_dtype,
                          name="final_attn_token_to_image")(q, k, keys)
         queries = layer_norm("prompt_embed", eps=1e-5, name="norm_final_attn", dtype=dt)(queries + attn)
         return queries, jnp.broadcast_to(keys, (b, *keys.shape[1:]))
