@@ -57,7 +57,8 @@ class SamConfig:
     # float32 and everything else keeps `dtype`. "bfloat16" with dtype float32 is a TPU's default f32 matmul
     # precision, and on CPUs with bf16 dot instructions (AVX512-BF16, AMX) it halves those products' time
     # (ViT-B, one prompt on 2 cores: benchmarks/README.md). Masks then differ from float32 at a few boundary
-    # pixels (thresholded IoU against float32 above 0.99, checked by tests and `make bench`). "float32": exact.
+    # pixels (ViT-B: thresholded IoU against float32 0.994 at least, `make bench`; a tiny model's are checked in
+    # tests/test_predictor.py). "float32", the default, is the official arithmetic.
     decoder_matmul_dtype: str = "float32"
     # Encoder attention implementation (samjax.models.attention): "auto" picks cuDNN flash attention on GPU in
     # bfloat16/float16, query-chunked attention for global blocks elsewhere; "xla" is the reference formula.
