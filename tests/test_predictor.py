@@ -145,6 +145,9 @@ def test_one_liner_from_a_converted_checkpoint(tmp_path, photo, monkeypatch):
     monkeypatch.delenv("SAMJAX_CHECKPOINT", raising=False)
     with pytest.raises(ValueError, match="no checkpoint"):
         infer.predict(photo, [[1, 1]])
+    loaded = infer.load(tmp_path / "ck", decoder_matmul_dtype="bfloat16")
+    assert loaded.config == CFG.replace(decoder_matmul_dtype="bfloat16")
+    assert infer.load(tmp_path / "ck").config == CFG
 
 
 def test_bfloat16_compute_keeps_float32_params(photo):
