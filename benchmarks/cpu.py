@@ -50,16 +50,11 @@ def row(what: str, ours: float, official: float, first: float | None = None, not
           f"{note}", flush=True)
 
 
-def mask_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU per mask of two stacks of thresholded masks (..., H, W) (1 where both are empty)."""
-    inter, union = (a & b).sum((-2, -1)), (a | b).sum((-2, -1))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
 def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, repeats: int) -> None:
     """The prompt rows again with the decoder's image-side products in bfloat16 (SamConfig.decoder_matmul_dtype;
     float32 everywhere else), and their masks' agreement with the float32 Predictor's on the batch's 64 points."""
     from samjax.infer import Predictor
+    from samjax.losses import mask_iou
 
     mixed = Predictor(cfg.replace(decoder_matmul_dtype="bfloat16"), params)
     mixed.set_image(image)  # the float32 Predictor's compiled encoder: the config differs in the decoder only
@@ -75,10 +70,10 @@ def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, rep
     first = time.perf_counter() - t
     row("prompt: batch of 64, decoder products bf16", median_time(lambda: mixed.predict_batch(*batch), repeats),
         median_time(lambda: ref.predict_torch(*batch_torch), repeats), first, "(per call)")
-    iou = mask_agreement(masks_bf16, ours.predict_batch(*batch)[0])
+    masks_f32 = ours.predict_batch(*batch)[0]
+    iou = np.asarray(mask_iou(masks_bf16.astype(np.float32), masks_f32))  # 1.0 / 0.0 "logits" over threshold 0
     print(f"decoder products bf16 vs float32, the batch's {iou.size} masks: thresholded IoU min {iou.min():.4f}, "
-          f"mean {iou.mean():.4f}; pixels that differ {np.mean(masks_bf16 != ours.predict_batch(*batch)[0]):.2e}",
-          flush=True)
+          f"mean {iou.mean():.4f}; pixels that differ {np.mean(masks_bf16 != masks_f32):.2e}", flush=True)
 
 
 def first_call_in_fresh_process(cache_dir: str) -> dict:

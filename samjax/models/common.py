@@ -113,6 +113,14 @@ class Embedding(nn.Module):
         return table.astype(self.dtype)
 
 
+def cast_einsum(spec: str, x: jax.Array, y: jax.Array, operand_dtype: Dtype | None = None) -> jax.Array:
+    """jnp.einsum(spec, x, y); with operand_dtype, both operands cast to it and the product accumulated and
+    returned in float32 (`SamConfig.decoder_matmul_dtype`)."""
+    if operand_dtype is None:
+        return jnp.einsum(spec, x, y)
+    return jnp.einsum(spec, x.astype(operand_dtype), y.astype(operand_dtype), preferred_element_type=f32)
+
+
 class ConvTranspose2x2(nn.Module):
     """ConvTranspose2d(kernel_size=2, stride=2): each input pixel writes its own 2x2 output block.
 
@@ -133,12 +141,8 @@ class ConvTranspose2x2(nn.Module):
                                                   ("conv_h", "conv_w", *self.axes)),
                             (2, 2, x.shape[-1], self.features), f32)
         bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,), f32)
-        if self.operand_dtype is None:
-            y = jnp.einsum("...i,acio->...aco", x.astype(self.dtype), kernel.astype(self.dtype))
-        else:
-            y = jnp.einsum("...i,acio->...aco", x.astype(self.operand_dtype), kernel.astype(self.operand_dtype),
-                           preferred_element_type=f32).astype(self.dtype)
-        y = y + bias.astype(self.dtype)
+        y = cast_einsum("...i,acio->...aco", x.astype(self.dtype), kernel.astype(self.dtype), self.operand_dtype)
+        y = y.astype(self.dtype) + bias.astype(self.dtype)
         if blocks:
             return y
         b, h, w = x.shape[:3]

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from samjax.models.common import MLPBlock, layer_norm, partitioned
+from samjax.models.common import MLPBlock, cast_einsum, layer_norm, partitioned
 from samjax.models.config import SamConfig
 
 f32 = jnp.float32
@@ -23,19 +23,15 @@ f32 = jnp.float32
 def _batched_einsum(spec: str, x: jax.Array, y: jax.Array, operand_dtype=None) -> jax.Array:
     """einsum over a leading batch `b` where either operand may have batch 1 (shared by every row of the other):
     the shared operand enters the product once instead of being copied B times (same arithmetic).
-    operand_dtype: both operands cast to it, the product accumulated and returned in float32
-    (`SamConfig.decoder_matmul_dtype`); None: as given."""
-    kw = {}
-    if operand_dtype is not None:
-        x, y, kw = x.astype(operand_dtype), y.astype(operand_dtype), {"preferred_element_type": f32}
+    operand_dtype: see `common.cast_einsum`."""
     if x.shape[0] == y.shape[0]:
-        return jnp.einsum(spec, x, y, **kw)
+        return cast_einsum(spec, x, y, operand_dtype)
     ins, out = spec.split("->")
     a, b = ins.split(",")
     if y.shape[0] == 1:
-        return jnp.einsum(f"{a},{b[1:]}->{out}", x, y[0], **kw)
+        return cast_einsum(f"{a},{b[1:]}->{out}", x, y[0], operand_dtype)
     if x.shape[0] == 1:
-        return jnp.einsum(f"{a[1:]},{b}->{out}", x[0], y, **kw)
+        return cast_einsum(f"{a[1:]},{b}->{out}", x[0], y, operand_dtype)
     raise ValueError(f"batch sizes {x.shape[0]} and {y.shape[0]} do not broadcast")
 
 
