@@ -27,6 +27,9 @@ def describe_model(model_dir: Path) -> str:
     steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
     if steps:
         parts.append(f"{max(steps)} training steps")
+        if (workdir / "low_res" / "done.json").is_file():  # a low-resolution first stage (config.low_res) before
+            low = json.loads((workdir / "low_res" / "done.json").read_text())
+            parts[-1] += f" after {low['step']} at {low['image_size']} px"
     if (workdir / "eval.json").is_file():
         ev = json.loads((workdir / "eval.json").read_text())
         parts.append(f"held-out 1-point mIoU {ev['miou_1pt']:.2f} ({ev.get('num_masks', '?')} masks)")

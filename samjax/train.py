@@ -3,7 +3,9 @@
 NAME is a file in experiments/ (sa1b_vith, sa1b_vitl, sa1b_vitb, finetune, tiny_synthetic) or a path to one.
 Re-running the same command with the same workdir resumes from the latest checkpoint, bit-identically.
 Everything is written under WORKDIR: config.json, checkpoints/, tensorboard/, model/ (samjax.infer.load format),
-eval.json, and for synthetic experiments data/ and demo.png.
+eval.json, and for synthetic experiments data/ and demo.png. With config.low_res (progressive resizing) a first
+stage at a smaller image size runs in WORKDIR/low_res (the same layout, plus done.json once it has finished;
+re-running skips it), and the main stage starts from its parameters, position tables grown (samjax.resolution).
 
 One step: images (B, S, S, 3) uint8 -> normalise -> image encoder once per image -> for the B x M masks, the
 11-round prompt simulation through the mask decoder (samjax.prompts) -> loss -> AdamW (samjax.optim). The step
@@ -21,6 +23,7 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -174,7 +177,7 @@ def compiled_step(cfg, model_cfg: SamConfig, mesh):
     shaping = cfg.to_dict()
     for k in _RUN_ONLY:
         shaping["train"].pop(k, None)
-    for k in ("eval", "export", "init", "data"):
+    for k in ("eval", "export", "init", "data", "low_res"):
         shaping.pop(k, None)
     shaping["batch"] = (cfg.data.batch_size, cfg.data.max_masks_per_image)
     key = (json.dumps(shaping, sort_keys=True, default=str), tuple(d.id for d in mesh.devices.flat), mesh.axis_names,
@@ -313,6 +316,11 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         if not cfg.data.synthetic.num_train:
             raise ValueError("set config.data.train_files (TFRecord glob) or config.data.synthetic.num_train")
         train_files, eval_files = prepare_synthetic(cfg, workdir)
+    low_res = None
+    if cfg.get("low_res") and cfg.low_res.image_size:
+        low_res = low_res_stage(cfg, workdir, train_files, eval_files)
+        if low_res["stopped"] == "preempted":
+            return {"workdir": workdir, "stopped": "preempted", "step": 0, "low_res": low_res}
     if data_iter is None:
         data_iter = make_input(cfg, model_cfg, train_files)
 
@@ -329,7 +337,8 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                 raise
             print(f"resumed from step {int(state['step'])} in {ckpts.directory}", flush=True)
         else:
-            state = train_state.init_state(initial_params(cfg, model_cfg), tx, cfg.seed, shardings)
+            params = grown_low_res_params(low_res, model_cfg) if low_res else initial_params(cfg, model_cfg)
+            state = train_state.init_state(params, tx, cfg.seed, shardings)
 
     tb = metrics_lib.TensorBoard(os.path.join(workdir, "tensorboard")) if main_proc else None
     peak = cfg.train.peak_flops or metrics_lib.peak_flops_per_device()
@@ -339,7 +348,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     total, start = cfg.train.num_steps, int(state["step"])
     preempt = Preemption()
     t_start, t_log, step_log, last, pending = time.time(), time.time(), start, {}, None
-    summary = {"workdir": workdir, "stopped": "done"}
+    summary = {"workdir": workdir, "stopped": "done", "low_res": low_res}
     history: list[dict] = []
 
     def check(out, step):  # host side of a finished step: non-finite accounting
@@ -406,6 +415,53 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     if tb is not None:
         tb.close()
     return summary
+
+
+def low_res_stage(cfg, workdir: str, train_files: str, eval_files: str) -> dict:
+    """config.low_res: the first stage at a smaller image size, in WORKDIR/low_res: a training run of its own, with
+    its checkpoints (it resumes); once it has ended other than by SIGTERM it writes done.json and is skipped.
+
+    Same model, data, prompts and loss; model.image_size = low_res.image_size; lr = low_res.lr (0: optim.lr), the
+    same warmup, no decay; low_res.max_seconds / num_steps (0: train.num_steps) end it; no eval, no demo.
+    Returns {"model_dir", "stopped", "step", "image_size"}: stopped "preempted" when a SIGTERM ended it."""
+    lo = cfg.low_res
+    size, patch = int(lo.image_size), int(cfg.model.patch_size)
+    if size % patch or not 0 < size < cfg.model.image_size:
+        raise ValueError(f"config.low_res.image_size must be a multiple of patch_size {patch} below model.image_size "
+                         f"{cfg.model.image_size} (or 0: no low-resolution stage); got {size}")
+    stage_dir = os.path.join(workdir, "low_res")
+    model_dir = os.path.join(stage_dir, "model")
+    if os.path.isfile(os.path.join(stage_dir, "done.json")):
+        with open(os.path.join(stage_dir, "done.json")) as f:
+            return dict(json.load(f), model_dir=model_dir)
+    if not train_files:
+        raise ValueError("config.low_res needs training files (config.data.train_files or synthetic data): the "
+                         "first stage reads them at low_res.image_size")
+    s = ml_collections.ConfigDict(cfg.to_dict())
+    s.model.image_size = size
+    s.low_res.image_size = 0
+    s.optim.update(lr=lo.lr or cfg.optim.lr, decay_steps=())
+    s.train.update(max_seconds=lo.max_seconds, num_steps=lo.num_steps or cfg.train.num_steps)
+    s.data.update(train_files=train_files, eval_files=eval_files)
+    s.eval.update(every=0, num_images=0)
+    s.export.demo = False
+    print(f"low_res stage: image_size {size} in {stage_dir}, then {cfg.model.image_size}", flush=True)
+    out = train(s, stage_dir)
+    res = {"stopped": out["stopped"], "step": int(out["step"]), "image_size": size}
+    if out["stopped"] != "preempted" and jax.process_index() == 0:
+        with open(os.path.join(stage_dir, "done.json"), "w") as f:
+            json.dump(res, f)
+    print(f"low_res stage: {res['stopped']} at step {res['step']}", flush=True)
+    return dict(res, model_dir=model_dir)
+
+
+def grown_low_res_params(low_res: dict, model_cfg: SamConfig) -> dict:
+    """The low-resolution stage's exported parameters with their position tables resampled to model_cfg's size."""
+    from samjax.checkpoint import load_model  # noqa: PLC0415
+    from samjax.resolution import grow_params  # noqa: PLC0415
+
+    src_cfg, params = load_model(low_res["model_dir"])
+    return grow_params(params, src_cfg, model_cfg)
 
 
 def finish(cfg, model_cfg, state, workdir, eval_files, summary, tb) -> None:

@@ -30,6 +30,17 @@ def test_describe_model(model_dir):
     assert figures.describe_model(model_dir) == "tiny_run/model, 40 training steps, held-out 1-point mIoU 0.12 (7 masks)"
 
 
+def test_describe_model_with_a_low_res_stage(model_dir, tmp_path):
+    import shutil
+
+    work = tmp_path / "staged"
+    shutil.copytree(model_dir.parent, work)
+    (work / "low_res").mkdir()
+    (work / "low_res" / "done.json").write_text(json.dumps({"stopped": "time limit", "step": 70, "image_size": 64}))
+    assert figures.describe_model(work / "model") == ("staged/model, 40 training steps after 70 at 64 px, held-out "
+                                                      "1-point mIoU 0.12 (7 masks)")
+
+
 def test_cli_writes_small_png(model_dir, tmp_path, capsys):
     out = tmp_path / "docs" / "overlay.png"
     assert figures.main(["--model", str(model_dir), "--out", str(out), "--points-per-side", "4"]) == 0

@@ -63,6 +63,33 @@ def test_figure_has_the_curves(workdir):
     np.testing.assert_allclose(ax_miou.lines[2].get_ydata(), [0.42], rtol=1e-6)
 
 
+def test_low_res_stage_goes_first(workdir):
+    """A run with a low-resolution first stage (WORKDIR/low_res): its 5 steps, then the main stage's 10 after them."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tb = metrics.TensorBoard(str(workdir / "low_res" / "tensorboard"))
+    for step in range(1, 6):
+        tb.scalars(step, {"train/loss": 5.0, "train/miou_first": 0.01})
+    tb.close()
+    for d, size in ((workdir / "low_res", 64), (workdir, 128)):
+        (d / "config.json").write_text(json.dumps({"model": {"image_size": size}}))
+    scalars, switch = plot.read_run(workdir)
+    assert switch == 5
+    steps, loss = scalars["train/loss"]
+    np.testing.assert_array_equal(steps, np.arange(1, 16))
+    assert loss[:5].tolist() == [5.0] * 5 and loss[5] == pytest.approx(2.0)
+    np.testing.assert_array_equal(scalars["eval/miou_1pt"][0], [15])  # only the main stage evaluated
+    alone, none = plot.read_run(workdir / "low_res")  # the stage's own workdir has no stage before it
+    assert none is None and alone["train/loss"][0].tolist() == [1, 2, 3, 4, 5]
+    assert plot.main([str(workdir)]) == 0
+    fig = plot.plot_curves(scalars, switch=switch, switch_label=plot._switch_label(workdir))
+    assert "64 -> 128 px" in [line.get_label() for line in fig.axes[0].lines]
+    assert fig.axes[0].get_yscale() == "log"
+
+
 def test_no_events_is_one_line(tmp_path, capsys):
     assert plot.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 
@@ -105,6 +106,40 @@ def test_resume_is_bit_identical(tfrecords, tmp_path):
     other.data.worker_count = 1
     with pytest.raises(ValueError, match="worker_count"):
         train.train(other, str(tmp_path / "b"))
+
+
+def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
+    from samjax.checkpoint import load_model
+    from samjax.resolution import grow_params
+
+    cfg = tiny_config(tfrecords, num_steps=0)
+    cfg.low_res.update(image_size=16, num_steps=3, lr=2e-2)
+    s = train.train(cfg, str(tmp_path / "run"))
+    assert s["low_res"]["stopped"] == "done" and s["low_res"]["step"] == 3
+    low_cfg, low = load_model(tmp_path / "run" / "low_res" / "model")
+    assert low_cfg.image_size == 16 and low["image_encoder"]["pos_embed"].shape == (1, 2, 2, 16)
+    # the main stage starts from the stage's parameters, position tables grown (0 steps: exported as it started)
+    main_cfg, start = load_model(s["model_dir"])
+    assert main_cfg.image_size == 32
+    for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(grow_params(low, low_cfg, main_cfg))):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(start["mask_decoder"]["iou_token"]["embedding"],
+                              train.initial_params(cfg, main_cfg)["mask_decoder"]["iou_token"]["embedding"])
+    # the stage ran with its own lr, held after the warmup (no decay), and without eval
+    with open(tmp_path / "run" / "low_res" / "config.json") as f:
+        stage = json.load(f)
+    assert stage["optim"]["lr"] == 2e-2 and not stage["optim"]["decay_steps"] and stage["model"]["image_size"] == 16
+    assert not (tmp_path / "run" / "low_res" / "eval.json").exists()
+    # re-running (here with 2 main steps) skips the finished stage and trains the main one from the grown params
+    mtime = os.path.getmtime(tmp_path / "run" / "low_res" / "done.json")
+    cfg.train.num_steps = 2
+    resumed = train.train(cfg, str(tmp_path / "run"))
+    assert int(resumed["state"]["step"]) == 2 and resumed["low_res"]["step"] == 3
+    assert os.path.getmtime(tmp_path / "run" / "low_res" / "done.json") == mtime
+    assert sorted(os.listdir(tmp_path / "run" / "low_res" / "checkpoints")) == ["2", "3"]
+    cfg.low_res.image_size = 20  # not a multiple of the 8 px patches: refused before anything trains
+    with pytest.raises(ValueError, match="multiple of patch_size 8"):
+        train.train(cfg, str(tmp_path / "bad"))
 
 
 def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
