@@ -13,6 +13,7 @@ first, the main stage's after them, a dashed line where the image size changes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -125,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _switch_label(workdir: Path) -> str:
     """"64 -> 128 px" from the two stages' config.json files, where present."""
-    import json  # noqa: PLC0415
-
     try:
         sizes = [json.loads((d / "config.json").read_text())["model"]["image_size"] for d in (workdir / "low_res",
                                                                                             workdir)]
