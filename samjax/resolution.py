@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from samjax.mae import resize_pos_embed
@@ -58,7 +59,7 @@ def grow_params(params: dict, src: SamConfig, dst: SamConfig) -> dict:
                          f"{dst.image_size}")
     n_dst = dst.image_size // dst.patch_size
     global_blocks = {f"blocks_{i}" for i in src.encoder_global_attn_indexes}
-    out = _copy(params)
+    out = jax.tree.map(np.asarray, params)  # new containers: the caller's tree is left as it was
     enc = out["image_encoder"]
     if "pos_embed" in enc:
         pos = np.asarray(enc["pos_embed"], np.float32)
@@ -70,6 +71,3 @@ def grow_params(params: dict, src: SamConfig, dst: SamConfig) -> dict:
                 attn[k] = resample_rel_pos(attn[k], 2 * n_dst - 1)
     return out
 
-
-def _copy(tree):
-    return {k: _copy(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)
