@@ -16,34 +16,57 @@ default is 16 px): that drops 56% of the masks (parts and occluded slivers) and 
 Single-point mIoU: one point at each mask's interior centre, the highest-predicted-IoU of the 3 outputs, IoU on
 the model's low-res grid (samjax.evaluate; 64x64 here, 4 cells per 8 px token side).
 
-Model: 8 px patches, a 4-block 96-wide encoder, a 64-wide decoder. Trained in two stages (progressive resizing,
-config.low_res): 300 s at 64x64 (8x8 tokens, 32x32 masks; a step ~0.26x the cost), then the position tables grown
-(samjax.resolution) and 460 s at 128x128 (16x16 tokens, 64x64 low-res masks).
+Model: 8 px patches, a 4-block 96-wide encoder, a 64-wide decoder. Trained in three stages (progressive resizing,
+config.low_res): 300 s at 64x64 (8x8 tokens, 32x32 masks; a step ~0.26x the cost of one at 128), 230 s at 96x96
+(12x12 tokens, 48x48 masks; ~0.55x), then 230 s at 128x128 (16x16 tokens, 64x64 low-res masks), the position
+tables grown before each larger size (samjax.resolution).
 
-Measured (2026-11-28, morning; 2-core CPU, no accelerator, quiet): the command above exactly, fresh workdir, cold
-compilation cache: wall 13m50s in all (data made and converted; 6991 steps at 64 px in 300 s, ~95 img/s; 2817
-steps at 128 px in 460 s, compile included, ~25 img/s; eval, export, demo); held-out (398 images with masks, 1489
-masks) single-point mIoU 0.659 (oracle best-of-3 0.748; after 3 clicks 0.785, after 5 clicks 0.804). The 0.70
-target is NOT reached. Seeds 1 and 2 (--config.seed=1 / 2, the same data): 7071 + 2781 steps, 0.682 (oracle 0.756;
-3 / 5 clicks 0.788 / 0.806), and 6461 + 2707 steps, 0.674 (oracle 0.753; 0.794 / 0.815). Over seeds 0 / 1 / 2
-against the previous default (760 s at 128 px alone, below: 0.664 / 0.644 / 0.655):
+Measured (2026-11-28, 09:23-09:37 UTC; 2-core CPU, no accelerator, quiet): the command above exactly, fresh workdir,
+cold compilation cache: wall 13m49s in all (data made and converted; 6653 steps at 64 px in 300 s, 2262 at 96 px
+in 230 s, 1323 at 128 px in 230 s, compiles included; eval, export, demo); held-out (398 images with masks, 1489
+masks) single-point mIoU 0.673 (oracle best-of-3 0.749; after 3 clicks 0.791, after 5 clicks 0.807). The 0.70 target
+is NOT reached. Seeds 1 and 2: the 64 px stages of the two-stage runs below (--config.seed=1 / 2, the same data),
+continued by this config's 96 and 128 px stages, a paired comparison: 7071 + 2435 + 1492 steps, 0.698 (oracle
+0.767; 3 / 5 clicks 0.799 / 0.814), and 6461 + 2643 + 1540 steps, 0.686 (oracle 0.764; 0.802 / 0.819).
+  metric      three stages: seeds 0 / 1 / 2, mean   two stages (64, 128): seeds 0 / 1 / 2, mean
+  1 point     0.673  0.698  0.686   0.686            0.659  0.682  0.674   0.672
+  oracle      0.749  0.767  0.764   0.760            0.748  0.756  0.753   0.752
+  3 clicks    0.791  0.799  0.802   0.797            0.785  0.788  0.794   0.789
+  5 clicks    0.807  0.814  0.819   0.813            0.804  0.806  0.815   0.808
+On the same 64 px stages, the 96 px stage is worth +0.016 / +0.012 single-point and +0.011 oracle: as much as
+twice the training at 128 px (9620 steps, below: seeds 1 / 2 at 0.690 / 0.698, oracle 0.764 / 0.765) in 760 s.
+Seed 0, from scratch: +0.014 single-point, oracle +0.001, clicks +0.006 / +0.003, on fewer steps than the
+probes (this run's machine was slower: 6653 steps at 64 px against 6991 in the two-stage run, 1323 at 128 px
+against ~1500 in the probes). The mean is +0.014 single-point (0.686) and 0.014 short of the target; the IoU
+head's choice still costs 0.07-0.08 against the oracle.
+
+Two stages (300 s at 64, then 460 s at 128: the 2026-11-28 morning default) against 760 s at 128 px alone:
   metric      two stages: seeds 0 / 1 / 2, mean     760 s at 128 px alone: seeds 0 / 1 / 2, mean
   1 point     0.659  0.682  0.674   0.672            0.664  0.644  0.655   0.654
   oracle      0.748  0.756  0.753   0.752            0.727  0.721  0.718   0.722
   3 clicks    0.785  0.788  0.794   0.789            0.763  0.752  0.749   0.755
   5 clicks    0.804  0.806  0.815   0.808            0.772  0.775  0.765   0.771
 The masks are better by about what twice the steps at 128 px gave (oracle +0.03, clicks +0.035; below); the
-single-point figure, which takes the highest-predicted-IoU output, gains +0.018 on the mean (-0.005 / +0.038 /
-+0.019 by seed): the IoU head's choice still costs ~0.08 against the oracle (0.06-0.08 before).
+single-point figure gained +0.018 on the mean (-0.005 / +0.038 / +0.019 by seed).
 
-Progressive resizing, how it was chosen (2026-11-28; same data and held-out images; the 64 px stage of the
-probes was a 420 s run at lr 3e-3 held, checkpointed every 500 steps, grown from a checkpoint and continued at 128
-px with init.kind=sam, which is what config.low_res does in one command):
+Progressive resizing, how it was chosen (2026-11-28; same data and held-out images). The two-stage probes' 64 px
+stage was a 420 s run at lr 3e-3 held, checkpointed every 500 steps, grown from a checkpoint and continued at 128
+px with init.kind=sam, which is what config.low_res does in one command:
   64 px stage                     128 px stage                                  steps      1pt    oracle 3 cl. 5 cl.
   380 s, lr 3e-3, x0.3 at 6000    380 s, lr 9e-4, decays 1000/1800              8087+1996  0.658  0.745  0.787 0.806
   300 s, lr 3e-3                  460 s, lr 1e-3, decays 1200/2000/2600         7000+2743  0.659  0.741  0.787 0.810
-  300 s, lr 3e-3                  460 s, lr 3e-3, decays 1200/2000/2600 (this)  7000+2905  0.665  0.748  0.787 0.808
-The 64 px stage alone scores 0.54-0.57 single-point on its 32x32 grid (40 held-out images).
+  300 s, lr 3e-3                  460 s, lr 3e-3, decays 1200/2000/2600         7000+2905  0.665  0.748  0.787 0.808
+The three-stage probes (seed 1) continue the seed-1 two-stage run's 64 px stage (300 s, 7071 steps; for the last
+row its checkpoint at 6000 steps, ~255 s), all at lr 3e-3, held before 128 px:
+  96 px stage      128 px stage, decays                  steps              1pt    oracle 3 cl. 5 cl.
+  none             460 s, 1200/2000/2600 (two stages)    7071+2781          0.682  0.756  0.788 0.806
+  230 s            230 s, 600/1000/1300 (this)           7071+2435+1492     0.698  0.767  0.799 0.814
+  300 s            160 s, 400/700/900                    7071+3413+898      0.695  0.765  0.800 0.816
+  275 s            230 s, 600/1000/1300                  6000+3130+1518     0.699  0.765  0.799 0.813
+How the time is split between the stages moves little; the 96 px stage itself is the gain. The 64 px stage alone
+scores 0.53-0.57 single-point (oracle 0.645) on its 32x32 grid, the 96 px stage 0.61 (oracle 0.68-0.70) on its
+48x48 grid. Its step is 0.73x as long with one prompt round instead of two (train_ab: 26.3 against 35.9 ms), but
+300 s of that (9671 steps) ended at the same oracle 0.645 (seed 1), so both rounds stay.
 
 What the 2026-11-27 (night) change did: 8 px patches instead of 16 and 4 images per step instead of 8. All runs
 below are 760 s of training from the same data, evaluated on the same 400 held-out images; "image res" re-scores
@@ -130,18 +153,18 @@ History of this experiment (16 px patches; every figure measured; single-point m
     0.95; 2 decoder heads; attention_downsample_rate 1; iou_weight 5 / 20 (at 20 the 3 outputs converge);
     iou_head_hidden_dim 256. In every one of those models the single-mask output at the same point scored above
     the IoU-selected multimask output, which the oracle beat by ~0.08.
-Re-running the command resumes: a finished 64 px stage is skipped (WORKDIR/low_res/done.json) and the 128 px
-stage goes on for another 460 s.
+Re-running the command resumes: finished stages are skipped (WORKDIR/low_res/low_res/done.json for 64 px,
+WORKDIR/low_res/done.json for 96 px) and the 128 px stage goes on for another 230 s.
 """
 
 from samjax.experiment import base_config
 from samjax.models import SamConfig
 
-DECAY_STEPS = (1200, 2000, 2600)
+DECAY_STEPS = (600, 1000, 1300)
 
-MEASURED = {"wall": "13m50s", "max_seconds": 760, "low_res_steps": 6991, "steps": 2817, "images_per_s": 25,
-            "machine": "2-core CPU, quiet, cold compilation cache", "miou_1pt": 0.659, "miou_1pt_oracle": 0.748,
-            "miou_click3": 0.785, "miou_click5": 0.804, "num_masks": 1489}
+MEASURED = {"wall": "13m49s", "max_seconds": 760, "low_res_steps": (6653, 2262), "steps": 1323, "images_per_s": 25,
+            "machine": "2-core CPU, quiet, cold compilation cache", "miou_1pt": 0.673, "miou_1pt_oracle": 0.749,
+            "miou_click3": 0.791, "miou_click5": 0.807, "num_masks": 1489}
 
 
 def get_config():
@@ -169,7 +192,8 @@ def get_config():
     # step: nearly twice the steps of 8 in the budget (4778 against 2518) and +0.005 (docstring).
     c.data.update(batch_size=4, max_masks_per_image=4, worker_count=0, shuffle_window=64)
     # lr 3e-3 leaves the plateau soonest; mIoU then stalls at 3e-3 (0.45 at 600 and 900 steps) and each decay
-    # lifts it (x0.3 steps: measured); decays at 1600/3200/4600 fit the budget at ~26 img/s (~4800 steps).
+    # lifts it (x0.3 steps: measured). The decays come in the last, 128 px stage: 600/1000/1300 of its ~1300-1500
+    # steps (~25 img/s in 230 s).
     c.optim.update(lr=3e-3, warmup_steps=50, decay_steps=DECAY_STEPS, decay_factor=0.3, layer_decay=0.9,
                    weight_decay=0.05)
     # 2 rounds (first prompt, then one error-region click with the mask prompt) instead of the paper's 11: the
@@ -182,12 +206,13 @@ def get_config():
     # Deviation from the paper's 20:1 focal:dice for a from-scratch CPU budget: at 20 the all-background
     # prediction traps a tiny model for hundreds of steps (measured), so focal weighs 2 here.
     c.loss.focal_weight = 2.0
-    # Progressive resizing: the first 300 s at 64x64 (8x8 tokens, a step ~0.26x the cost: ~7000 steps), held at lr
-    # 3e-3, then the position tables grown (samjax.resolution) and 460 s at 128x128 (~2900 steps, decays above).
-    # Against 760 s at 128 alone (2026-11-28): oracle +0.02, 3 / 5 clicks +0.025 / +0.036; single-point the same.
-    c.low_res.update(image_size=64, max_seconds=300.0)
+    # Progressive resizing: 300 s at 64x64 (8x8 tokens, a step ~0.26x the cost: ~6700-7000 steps) and 230 s at
+    # 96x96 (12x12 tokens, ~0.55x: ~2300-2600 steps), both held at lr 3e-3, the position tables grown before each
+    # larger size (samjax.resolution), then 230 s at 128x128 (~1300-1500 steps, decays above). Against 300 s at 64
+    # then 460 s at 128: +0.014 single-point on the mean of seeds 0 / 1 / 2 (0.686; docstring).
+    c.low_res.update(image_size=(64, 96), max_seconds=(300.0, 230.0))
     # The time limit ends each stage (num_steps is only a ceiling): the step rate varies with the machine.
-    c.train.update(num_steps=20000, log_every=100, ckpt_every=1000, max_seconds=460.0)
+    c.train.update(num_steps=20000, log_every=100, ckpt_every=1000, max_seconds=230.0)
     c.eval.update(every=0, num_images=400, max_masks_per_image=8, batch_masks=8)
     c.export.demo = True
     return c

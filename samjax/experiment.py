@@ -51,12 +51,14 @@ def base_config() -> ml_collections.ConfigDict:
                                         "focal_alpha": 0.25, "focal_gamma": 2.0,
                                         "iou_loss": "mse",  # "l1": SAM 2's absolute error
                                         "choose_by": "total"})  # lowest-loss output by "total" or "mask" loss
-    # Low-resolution first stage (progressive resizing; off while image_size is 0): train first at this smaller
-    # image size, same patch size (half the side: a quarter of the tokens, a step ~1/4 the cost), at lr (0:
-    # optim.lr) held after the warmup, until max_seconds or num_steps (0: train.num_steps); then grow the position
-    # tables (samjax.resolution) and train at model.image_size with the main schedule and fresh optimizer state.
-    # The stage runs in WORKDIR/low_res (samjax.train.low_res_stage).
-    c.low_res = ml_collections.ConfigDict({"image_size": 0, "max_seconds": 0.0, "num_steps": 0, "lr": 0.0})
+    # Low-resolution stages (progressive resizing; none while image_size is empty): train first at these smaller
+    # image sizes, smallest first, same patch size (half the side: a quarter of the tokens, a step ~1/4 the cost),
+    # each at its lr (0 or empty: optim.lr) held after the warmup, until its max_seconds or num_steps (0 or empty:
+    # train.num_steps); between stages the position tables grow (samjax.resolution) and the optimizer state starts
+    # fresh; the last stage is model.image_size with the main schedule. max_seconds, num_steps and lr are empty or
+    # one value per stage. Each stage runs inside the next one's workdir (samjax.train.low_res_stage): with (64, 96)
+    # the 96 px stage in WORKDIR/low_res and the 64 px one in WORKDIR/low_res/low_res.
+    c.low_res = ml_collections.ConfigDict({"image_size": (), "max_seconds": (), "num_steps": (), "lr": ()})
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": 0})  # 0: all devices
     c.train = ml_collections.ConfigDict({
         "num_steps": 90000, "grad_accum": 1, "log_every": 50, "ckpt_every": 1000, "keep_ckpts": 3,

@@ -27,9 +27,13 @@ def describe_model(model_dir: Path) -> str:
     steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
     if steps:
         parts.append(f"{max(steps)} training steps")
-        if (workdir / "low_res" / "done.json").is_file():  # a low-resolution first stage (config.low_res) before
-            low = json.loads((workdir / "low_res" / "done.json").read_text())
-            parts[-1] += f" after {low['step']} at {low['image_size']} px"
+        stages, stage = [], workdir / "low_res"
+        while (stage / "done.json").is_file():  # low-resolution stages (config.low_res) before, the largest first
+            low = json.loads((stage / "done.json").read_text())
+            stages.insert(0, f"{low['step']} at {low['image_size']} px")
+            stage = stage / "low_res"
+        if stages:
+            parts[-1] += " after " + " and ".join(stages)
     if (workdir / "eval.json").is_file():
         ev = json.loads((workdir / "eval.json").read_text())
         parts.append(f"held-out 1-point mIoU {ev['miou_1pt']:.2f} ({ev.get('num_masks', '?')} masks)")

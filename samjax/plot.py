@@ -6,8 +6,8 @@ Left: the loss (`train/loss`) and its parts (focal, dice, IoU MSE, as logged). R
 last prompt-simulation rounds on the training batches (`train/miou_first`, `train/miou_last`) and the held-out
 single-point mIoU (`eval/miou_1pt`) where the run evaluated. Tags are those `samjax.train` writes
 (samjax.metrics.TensorBoard); WORKDIR may be the run's workdir or its tensorboard/ folder. A run with a
-low-resolution first stage (config.low_res: WORKDIR/low_res/tensorboard) is drawn as one curve: the stage's steps
-first, the main stage's after them, a dashed line where the image size changes.
+low-resolution stages (config.low_res: WORKDIR/low_res/tensorboard, WORKDIR/low_res/low_res/...) is drawn as one
+curve: the smallest size's steps first, the main stage's last, a dashed line where the image size grows.
 """
 
 from __future__ import annotations
@@ -49,26 +49,28 @@ def read_scalars(workdir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
-def read_run(workdir: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int | None]:
-    """read_scalars of a run, with a low-resolution first stage's curves (WORKDIR/low_res) put before the main
-    stage's: returns (scalars, the step where the main stage starts, or None without such a stage)."""
+def read_run(workdir: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[tuple[int, str]]]:
+    """read_scalars of a run, with its low-resolution stages' curves (WORKDIR/low_res, and WORKDIR/low_res/low_res
+    before that, ...) put before the main stage's: returns (scalars, switches), switches [(the step where a stage
+    starts, "64 -> 128 px"), ...] in order, [] without such stages."""
     scalars = read_scalars(workdir)
     stage = Path(workdir) / "low_res"
     if not (stage / "tensorboard").is_dir() or not any((stage / "tensorboard").glob("events.out.tfevents.*")):
-        return scalars, None
-    first = read_scalars(stage)
+        return scalars, []
+    first, switches = read_run(stage)
     switch = int(max(steps[-1] for steps, _ in first.values()))
     merged = {}
     for tag in set(scalars) | set(first):
         a_steps, a_vals = first.get(tag, (np.zeros(0, np.int64), np.zeros(0)))
         b_steps, b_vals = scalars.get(tag, (np.zeros(0, np.int64), np.zeros(0)))
         merged[tag] = (np.concatenate([a_steps, b_steps + switch]), np.concatenate([a_vals, b_vals]))
-    return merged, switch
+    return merged, [*switches, (switch, _switch_label(Path(workdir)))]
 
 
-def plot_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "", switch: int | None = None,
-                switch_label: str = "image size grows"):
-    """A matplotlib Figure: loss curves (left, log scale) and mIoU curves (right); `switch`: a dashed line there."""
+def plot_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "",
+                switches: list[tuple[int, str]] = ()):
+    """A matplotlib Figure: loss curves (left, log scale) and mIoU curves (right); `switches` [(step, label), ...]:
+    a dashed line at each step (where the image size grows)."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -84,8 +86,8 @@ def plot_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], title: str = 
     if ax_loss.lines and all(np.all(line.get_ydata() > 0) for line in ax_loss.lines):
         ax_loss.set_yscale("log")
     for ax in (ax_loss, ax_miou):
-        if switch is not None:
-            ax.axvline(switch, color="0.4", ls="--", lw=1, label=switch_label)
+        for step, label in switches:
+            ax.axvline(step, color="0.4", ls="--", lw=1, label=label)
         if ax.lines:
             ax.legend(fontsize=8)
     ax_miou.set_title("mIoU")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="PNG to write (default: WORKDIR/curves.png)")
     a = p.parse_args(argv)
     try:
-        scalars, switch = read_run(a.workdir)
+        scalars, switches = read_run(a.workdir)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # a file, no display
     out = Path(a.out) if a.out else Path(a.workdir) / "curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig = plot_curves(scalars, title=f"training run {Path(a.workdir).resolve().name}", switch=switch,
-                      switch_label=_switch_label(Path(a.workdir)))
+    fig = plot_curves(scalars, title=f"training run {Path(a.workdir).resolve().name}", switches=switches)
     fig.savefig(out, dpi=100)
     steps = scalars["train/loss"][0]
     print(f"wrote {out} ({len(steps)} logged steps, {int(steps[0])}..{int(steps[-1])}; "
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _switch_label(workdir: Path) -> str:
-    """"64 -> 128 px" from the two stages' config.json files, where present."""
+    """"64 -> 128 px" from the config.json files of WORKDIR/low_res and WORKDIR, where present."""
     try:
         sizes = [json.loads((d / "config.json").read_text())["model"]["image_size"] for d in (workdir / "low_res",
                                                                                             workdir)]

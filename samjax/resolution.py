@@ -11,8 +11,9 @@ table linearly with the offsets scaled by the grid ratio (offset d of an n-grid 
 are held). Windowed blocks' tables (2 x window_size - 1 rows), the prompt encoder (Fourier features of
 normalised coordinates) and the mask decoder (convolutions) do not depend on the grid and are copied.
 
-Used by training's low-resolution first stage (`config.low_res`, samjax.train): most steps at a small image size,
-where a step costs a quarter, then the rest at the target size from the grown parameters.
+Used by training's low-resolution stages (`config.low_res`, samjax.train): most steps at small image sizes, where
+a step costs a quarter (half the side) or about half (three quarters), then the rest at the target size, each stage
+from the grown parameters of the one before.
 """
 
 from __future__ import annotations

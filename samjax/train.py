@@ -5,7 +5,8 @@ Re-running the same command with the same workdir resumes from the latest checkp
 Everything is written under WORKDIR: config.json, checkpoints/, tensorboard/, model/ (samjax.infer.load format),
 eval.json, and for synthetic experiments data/ and demo.png. With config.low_res (progressive resizing) a first
 stage at a smaller image size runs in WORKDIR/low_res (the same layout, plus done.json once it has finished;
-re-running skips it), and the main stage starts from its parameters, position tables grown (samjax.resolution).
+re-running skips it; a stage before that one in WORKDIR/low_res/low_res, and so on), and the main stage starts
+from its parameters, position tables grown (samjax.resolution).
 
 One step: images (B, S, S, 3) uint8 -> normalise -> image encoder once per image -> for the B x M masks, the
 11-round prompt simulation through the mask decoder (samjax.prompts) -> loss -> AdamW (samjax.optim). The step
@@ -317,7 +318,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
             raise ValueError("set config.data.train_files (TFRecord glob) or config.data.synthetic.num_train")
         train_files, eval_files = prepare_synthetic(cfg, workdir)
     low_res = None
-    if cfg.get("low_res") and cfg.low_res.image_size:
+    if low_res_stages(cfg):
         low_res = low_res_stage(cfg, workdir, train_files, eval_files)
         if low_res["stopped"] == "preempted":
             return {"workdir": workdir, "stopped": "preempted", "step": 0, "low_res": low_res}
@@ -417,18 +418,44 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     return summary
 
 
-def low_res_stage(cfg, workdir: str, train_files: str, eval_files: str) -> dict:
-    """config.low_res: the first stage at a smaller image size, in WORKDIR/low_res: a training run of its own, with
-    its checkpoints (it resumes); once it has ended other than by SIGTERM it writes done.json and is skipped.
+LOW_RES_FIELDS = ("max_seconds", "num_steps", "lr")
 
-    Same model, data, prompts and loss; model.image_size = low_res.image_size; lr = low_res.lr (0: optim.lr), the
-    same warmup, no decay; low_res.max_seconds / num_steps (0: train.num_steps) end it; no eval, no demo.
-    Returns {"model_dir", "stopped", "step", "image_size"}: stopped "preempted" when a SIGTERM ended it."""
-    lo = cfg.low_res
-    size, patch = int(lo.image_size), int(cfg.model.patch_size)
-    if size % patch or not 0 < size < cfg.model.image_size:
-        raise ValueError(f"config.low_res.image_size must be a multiple of patch_size {patch} below model.image_size "
-                         f"{cfg.model.image_size} (or 0: no low-resolution stage); got {size}")
+
+def low_res_stages(cfg) -> list[dict]:
+    """config.low_res as a checked list of stages, smallest first: [{"image_size", "max_seconds", "num_steps",
+    "lr"}, ...] ([] without any). A clear error for sizes that are not increasing multiples of patch_size below
+    model.image_size, or a per-stage field whose length is not the number of stages."""
+    lo = cfg.get("low_res")
+    sizes = tuple(int(x) for x in (lo.image_size if lo else ()))
+    if sizes == (0,):  # --config.low_res.image_size=0 (ml_collections makes it (0,)): none, as before tuples
+        sizes = ()
+    patch, full = int(cfg.model.patch_size), int(cfg.model.image_size)
+    if any(x % patch for x in sizes) or any(not 0 < a < b for a, b in zip(sizes, (*sizes[1:], full))):
+        raise ValueError(f"config.low_res.image_size must be increasing multiples of patch_size {patch} below "
+                         f"model.image_size {full}, e.g. (64,) or (64, 96) (or () / 0: no low-resolution stage); "
+                         f"got {sizes}")
+    stages = [{"image_size": x} for x in sizes]
+    for field in LOW_RES_FIELDS:
+        values = tuple(lo[field]) if sizes else ()
+        if values and len(values) != len(sizes):
+            raise ValueError(f"config.low_res.{field} must be empty or one value per stage of low_res.image_size "
+                             f"{sizes}; got {values}")
+        for stage, v in zip(stages, values or (0,) * len(sizes)):
+            stage[field] = v
+    return stages
+
+
+def low_res_stage(cfg, workdir: str, train_files: str, eval_files: str) -> dict:
+    """config.low_res: the stages at smaller image sizes before model.image_size. The last of them (the largest size)
+    runs in WORKDIR/low_res as a training run of its own, with its checkpoints (it resumes); the ones before it run
+    the same way inside it (WORKDIR/low_res/low_res, ...), so each starts from the one before, grown. A stage that
+    has ended other than by SIGTERM writes done.json and is skipped from then on.
+
+    Same model, data, prompts and loss; model.image_size = the stage's size; lr = its lr (0: optim.lr), the same
+    warmup, no decay; its max_seconds / num_steps (0: train.num_steps) end it; no eval, no demo.
+    Returns {"model_dir", "stopped", "step", "image_size"}: stopped "preempted" when a SIGTERM ended a stage."""
+    stages = low_res_stages(cfg)
+    last = stages[-1]
     stage_dir = os.path.join(workdir, "low_res")
     model_dir = os.path.join(stage_dir, "model")
     if os.path.isfile(os.path.join(stage_dir, "done.json")):
@@ -436,18 +463,18 @@ def low_res_stage(cfg, workdir: str, train_files: str, eval_files: str) -> dict:
             return dict(json.load(f), model_dir=model_dir)
     if not train_files:
         raise ValueError("config.low_res needs training files (config.data.train_files or synthetic data): the "
-                         "first stage reads them at low_res.image_size")
+                         "low-resolution stages read them at their own image sizes")
     s = ml_collections.ConfigDict(cfg.to_dict())
-    s.model.image_size = size
-    s.low_res.image_size = 0
-    s.optim.update(lr=lo.lr or cfg.optim.lr, decay_steps=())
-    s.train.update(max_seconds=lo.max_seconds, num_steps=lo.num_steps or cfg.train.num_steps)
+    s.model.image_size = last["image_size"]
+    s.low_res.update({k: tuple(cfg.low_res[k])[:-1] for k in ("image_size", *LOW_RES_FIELDS)})  # the stages before
+    s.optim.update(lr=last["lr"] or cfg.optim.lr, decay_steps=())
+    s.train.update(max_seconds=last["max_seconds"], num_steps=last["num_steps"] or cfg.train.num_steps)
     s.data.update(train_files=train_files, eval_files=eval_files)
     s.eval.update(every=0, num_images=0)
     s.export.demo = False
-    print(f"low_res stage: image_size {size} in {stage_dir}, then {cfg.model.image_size}", flush=True)
+    print(f"low_res stage: image_size {last['image_size']} in {stage_dir}, then {cfg.model.image_size}", flush=True)
     out = train(s, stage_dir)
-    res = {"stopped": out["stopped"], "step": int(out["step"]), "image_size": size}
+    res = {"stopped": out["stopped"], "step": int(out["step"]), "image_size": last["image_size"]}
     if out["stopped"] != "preempted" and jax.process_index() == 0:
         with open(os.path.join(stage_dir, "done.json"), "w") as f:
             json.dump(res, f)

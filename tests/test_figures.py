@@ -39,6 +39,12 @@ def test_describe_model_with_a_low_res_stage(model_dir, tmp_path):
     (work / "low_res" / "done.json").write_text(json.dumps({"stopped": "time limit", "step": 70, "image_size": 64}))
     assert figures.describe_model(work / "model") == ("staged/model, 40 training steps after 70 at 64 px, held-out "
                                                       "1-point mIoU 0.12 (7 masks)")
+    (work / "low_res" / "low_res").mkdir()  # two stages: 64 px (WORKDIR/low_res/low_res), then 96 px
+    (work / "low_res" / "low_res" / "done.json").write_text(json.dumps({"stopped": "time limit", "step": 900,
+                                                                        "image_size": 64}))
+    (work / "low_res" / "done.json").write_text(json.dumps({"stopped": "time limit", "step": 70, "image_size": 96}))
+    assert figures.describe_model(work / "model") == ("staged/model, 40 training steps after 900 at 64 px and 70 at "
+                                                      "96 px, held-out 1-point mIoU 0.12 (7 masks)")
 
 
 def test_cli_writes_small_png(model_dir, tmp_path, capsys):

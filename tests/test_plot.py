@@ -76,18 +76,38 @@ def test_low_res_stage_goes_first(workdir):
     tb.close()
     for d, size in ((workdir / "low_res", 64), (workdir, 128)):
         (d / "config.json").write_text(json.dumps({"model": {"image_size": size}}))
-    scalars, switch = plot.read_run(workdir)
-    assert switch == 5
+    scalars, switches = plot.read_run(workdir)
+    assert switches == [(5, "64 -> 128 px")]
     steps, loss = scalars["train/loss"]
     np.testing.assert_array_equal(steps, np.arange(1, 16))
     assert loss[:5].tolist() == [5.0] * 5 and loss[5] == pytest.approx(2.0)
     np.testing.assert_array_equal(scalars["eval/miou_1pt"][0], [15])  # only the main stage evaluated
     alone, none = plot.read_run(workdir / "low_res")  # the stage's own workdir has no stage before it
-    assert none is None and alone["train/loss"][0].tolist() == [1, 2, 3, 4, 5]
+    assert none == [] and alone["train/loss"][0].tolist() == [1, 2, 3, 4, 5]
     assert plot.main([str(workdir)]) == 0
-    fig = plot.plot_curves(scalars, switch=switch, switch_label=plot._switch_label(workdir))
+    fig = plot.plot_curves(scalars, switches=switches)
     assert "64 -> 128 px" in [line.get_label() for line in fig.axes[0].lines]
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_two_low_res_stages_go_first_smallest_first(workdir):
+    """Stages at 32 px (WORKDIR/low_res/low_res, 3 steps) and 64 px (WORKDIR/low_res, 5 steps), then the main 10."""
+    import json
+
+    for d, size, n, loss in ((workdir / "low_res" / "low_res", 32, 3, 7.0), (workdir / "low_res", 64, 5, 5.0)):
+        tb = metrics.TensorBoard(str(d / "tensorboard"))
+        for step in range(1, n + 1):
+            tb.scalars(step, {"train/loss": loss})
+        tb.close()
+        (d / "config.json").write_text(json.dumps({"model": {"image_size": size}}))
+    (workdir / "config.json").write_text(json.dumps({"model": {"image_size": 128}}))
+    scalars, switches = plot.read_run(workdir)
+    assert switches == [(3, "32 -> 64 px"), (8, "64 -> 128 px")]
+    steps, loss = scalars["train/loss"]
+    np.testing.assert_array_equal(steps, np.arange(1, 19))
+    assert loss[:8].tolist() == [7.0] * 3 + [5.0] * 5 and loss[8] == pytest.approx(2.0)
+    fig = plot.plot_curves(scalars, switches=switches)
+    assert [line.get_label() for line in fig.axes[0].lines][-2:] == ["32 -> 64 px", "64 -> 128 px"]
 
 
 def test_no_events_is_one_line(tmp_path, capsys):

@@ -113,7 +113,7 @@ def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
     from samjax.resolution import grow_params
 
     cfg = tiny_config(tfrecords, num_steps=0)
-    cfg.low_res.update(image_size=16, num_steps=3, lr=2e-2)
+    cfg.low_res.update(image_size=(16,), num_steps=(3,), lr=(2e-2,))
     s = train.train(cfg, str(tmp_path / "run"))
     assert s["low_res"]["stopped"] == "done" and s["low_res"]["step"] == 3
     low_cfg, low = load_model(tmp_path / "run" / "low_res" / "model")
@@ -137,9 +137,42 @@ def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
     assert int(resumed["state"]["step"]) == 2 and resumed["low_res"]["step"] == 3
     assert os.path.getmtime(tmp_path / "run" / "low_res" / "done.json") == mtime
     assert sorted(os.listdir(tmp_path / "run" / "low_res" / "checkpoints")) == ["2", "3"]
-    cfg.low_res.image_size = 20  # not a multiple of the 8 px patches: refused before anything trains
-    with pytest.raises(ValueError, match="multiple of patch_size 8"):
+    cfg.low_res.image_size = (20,)  # not a multiple of the 8 px patches: refused before anything trains
+    with pytest.raises(ValueError, match="multiples of patch_size 8"):
         train.train(cfg, str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad" / "low_res")
+
+
+def test_two_low_res_stages_each_from_the_one_before(tfrecords, tmp_path):
+    """low_res (16, 24) before 32 px: 16 px in WORKDIR/low_res/low_res, 24 px in WORKDIR/low_res, each stage (and the
+    main one) starting from the stage before it, grown; each with its own lr and step count."""
+    from samjax.checkpoint import load_model
+    from samjax.resolution import grow_params
+
+    cfg = tiny_config(tfrecords, num_steps=0)
+    cfg.low_res.update(image_size=(16, 24), num_steps=(2, 1), lr=(2e-2, 1e-2))
+    s = train.train(cfg, str(tmp_path / "run"))
+    outer, inner = tmp_path / "run" / "low_res", tmp_path / "run" / "low_res" / "low_res"
+    assert s["low_res"]["stopped"] == "done" and s["low_res"]["step"] == 1 and s["low_res"]["image_size"] == 24
+    assert json.loads((inner / "done.json").read_text())["step"] == 2
+    for d, size, lr, steps in ((inner, 16, 2e-2, 2), (outer, 24, 1e-2, 1)):
+        c = json.loads((d / "config.json").read_text())
+        assert (c["model"]["image_size"], c["optim"]["lr"], c["train"]["num_steps"]) == (size, lr, steps)
+    inner_cfg, first = load_model(inner / "model")
+    outer_cfg, second = load_model(outer / "model")
+    main_cfg, start = load_model(s["model_dir"])
+    assert (inner_cfg.image_size, outer_cfg.image_size, main_cfg.image_size) == (16, 24, 32)
+    # the 24 px stage trained (1 step) from the grown 16 px parameters; the main stage starts from the grown 24 px ones
+    assert not np.array_equal(second["mask_decoder"]["iou_token"]["embedding"],
+                              grow_params(first, inner_cfg, outer_cfg)["mask_decoder"]["iou_token"]["embedding"])
+    for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(grow_params(second, outer_cfg, main_cfg))):
+        np.testing.assert_array_equal(a, b)
+    for bad, match in (({"image_size": (24, 16)}, "increasing"), ({"lr": (1e-2,)}, "low_res.lr must be empty or one"),
+                       ({"image_size": (16, 32)}, "below model.image_size 32")):
+        other = tiny_config(tfrecords, num_steps=0)
+        other.low_res.update(dict({"image_size": (16, 24)}, **bad))
+        with pytest.raises(ValueError, match=match):
+            train.train(other, str(tmp_path / "bad"))
 
 
 def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
@@ -176,5 +209,11 @@ def test_overrides_and_experiments():
         assert (paper.loss.focal_weight, paper.loss.dice_weight, paper.loss.iou_weight) == (20.0, 1.0, 1.0)
     ft = experiment.load_experiment("finetune")
     assert ft.init.kind == "sam"
+    # progressive resizing from the command line: a tuple per field, a bare number is one stage, 0 is none
+    tiny = experiment.load_experiment("tiny_synthetic")
+    assert [st["image_size"] for st in train.low_res_stages(tiny)] == [64, 96] and not train.low_res_stages(vith)
+    one = experiment.apply_overrides(tiny, ["--config.low_res.image_size=64", "--config.low_res.max_seconds=300"])
+    assert train.low_res_stages(one) == [{"image_size": 64, "max_seconds": 300.0, "num_steps": 0, "lr": 0}]
+    assert train.low_res_stages(experiment.apply_overrides(tiny, ["--config.low_res.image_size=0"])) == []
     with pytest.raises(FileNotFoundError, match="tiny_synthetic"):
         experiment.load_experiment("no_such_experiment")
