@@ -33,6 +33,9 @@ continued by this config's 96 and 128 px stages, a paired comparison: 7071 + 243
   oracle      0.749  0.767  0.764   0.760            0.748  0.756  0.753   0.752
   3 clicks    0.791  0.799  0.802   0.797            0.785  0.788  0.794   0.789
   5 clicks    0.807  0.814  0.819   0.813            0.804  0.806  0.815   0.808
+Seed 1 from scratch too (the command with --config.seed=1, the same data; wall 13m20s, the data already made):
+6830 + 2314 + 1358 steps, 0.688 (oracle 0.761; 3 / 5 clicks 0.791 / 0.808), against 0.698 continuing the
+two-stage run's 64 px stage: with it in place of the paired figure the mean is 0.682 (oracle 0.758).
 On the same 64 px stages, the 96 px stage is worth +0.016 / +0.012 single-point and +0.011 oracle: as much as
 twice the training at 128 px (9620 steps, below: seeds 1 / 2 at 0.690 / 0.698, oracle 0.764 / 0.765) in 760 s.
 Seed 0, from scratch: +0.014 single-point, oracle +0.001, clicks +0.006 / +0.003, on fewer steps than the
