@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
                       "min_mask_area": 0},  # pixels; smaller visible masks are not annotated (0: generator default)
     })
     c.optim = ml_collections.ConfigDict({
+        "kind": "adamw",  # "muon": Muon for dense kernels, Adam for the rest (samjax.optim.direction)
+        "muon_beta": 0.95, "muon_rms": 0.2,
         "lr": 8e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1, "layer_decay": 0.8,
         "warmup_steps": 250, "decay_steps": (60000, 86666), "decay_factor": 0.1, "freeze_image_encoder": False,
     })

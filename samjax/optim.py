@@ -12,6 +12,10 @@
   the relative-position tables `rel_pos_h/w`).
 - Frozen (multiplier 0, no decay): the prompt encoder's random Fourier matrix (a buffer officially), and the whole
   image encoder when `freeze_image_encoder`.
+- `kind="muon"` (not the paper's; `tiny_synthetic` uses it): Muon (Jordan et al. 2024; optax.contrib) for the
+  dense layers' 2-D kernels, their Nesterov momentum orthogonalised by Newton-Schulz and scaled to an Adam update's
+  RMS (`muon_rms`, Liu et al. 2025), so that lr, weight decay and layer decay apply unchanged; Adam for every other
+  parameter (convolutions, embeddings, norms, biases, position tables).
 """
 
 from __future__ import annotations
@@ -84,14 +88,52 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
+def is_matrix(path, p) -> bool:
+    """A dense layer's 2-D kernel (in, out): what Muon orthogonalises. Convolutions, embeddings, tables: Adam."""
+    return _names(path)[-1] == "kernel" and len(p.shape) == 2
+
+
+def scale_to_rms(rms: float) -> optax.GradientTransformation:
+    """Scales an orthogonalised (m, n) update by sqrt(max(m, n)) * rms: its RMS becomes ~rms, an Adam update's,
+    so Adam's learning rate and weight decay carry over (Liu et al. 2025, "Muon is scalable")."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: u * (rms * max(u.shape) ** 0.5), updates), state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def direction(cfg, params: Any) -> optax.GradientTransformation:
+    """The update direction before weight decay and lr: Adam ("adamw"), or ("muon") Muon's orthogonalised Nesterov
+    momentum for dense kernels (`is_matrix`, beta muon_beta, RMS muon_rms) and Adam for every other parameter."""
+    kind = cfg.get("kind", "adamw")
+    adam = optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    if kind == "adamw":
+        return adam
+    if kind != "muon":
+        raise ValueError(f"config.optim.kind must be one of {OPTIMIZERS}, got {kind!r}")
+    from optax.contrib import MuonDimensionNumbers, scale_by_muon  # noqa: PLC0415
+
+    labels = jax.tree_util.tree_map_with_path(lambda path, p: "muon" if is_matrix(path, p) else "adam", params)
+    muon = optax.chain(
+        scale_by_muon(beta=cfg.get("muon_beta", 0.95),
+                      weight_dimension_numbers=lambda t: jax.tree.map(lambda _: MuonDimensionNumbers(), t)),
+        scale_to_rms(cfg.get("muon_rms", 0.2)))
+    return optax.partition({"muon": muon, "adam": adam}, labels)
+
+
 def make_optimizer(cfg, params: Any, depth: int) -> optax.GradientTransformation:
-    """cfg: lr, b1, b2, eps, weight_decay, layer_decay, warmup_steps, decay_steps, decay_factor, freeze_image_encoder.
+    """cfg: kind, lr, b1, b2, eps, weight_decay, layer_decay, warmup_steps, decay_steps, decay_factor,
+    freeze_image_encoder (and muon_beta, muon_rms for kind "muon").
 
     params may be abstract (shapes only). The learning rate at step t is `schedule(...)(t)` (optax's own count).
     """
     lr_fn = schedule(cfg.lr, cfg.warmup_steps, tuple(cfg.decay_steps), cfg.decay_factor)
     return optax.chain(
-        optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        direction(cfg, params),
         optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask(params)),
         scale_by_tree(lr_multipliers(params, depth, cfg.layer_decay, cfg.get("freeze_image_encoder", False))),
         optax.scale_by_learning_rate(lr_fn),

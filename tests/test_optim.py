@@ -72,3 +72,32 @@ def test_adamw_update_matches_formula_and_freezes_fourier():
     b = "image_encoder/blocks_0/attn/qkv/bias"
     np.testing.assert_allclose(u[b], -1e-2 * 0.5 ** 3 * np.ones_like(p[b]), rtol=1e-4)
     assert not np.any(u["prompt_encoder/pe_layer/positional_encoding_gaussian_matrix"])
+
+
+def test_muon_orthogonalises_dense_kernels_and_adam_does_the_rest():
+    params = stand_in_params(CFG)
+    labels = _flat(jax.tree_util.tree_map_with_path(optim.is_matrix, abstract_params(CFG)))
+    assert labels["image_encoder/blocks_0/attn/qkv/kernel"]
+    assert labels["mask_decoder/iou_prediction_head/layers_0/kernel"]
+    for adam in ("image_encoder/patch_embed/proj/kernel", "image_encoder/blocks_1/attn/rel_pos_h",
+                 "mask_decoder/iou_token/embedding", "image_encoder/neck_0/kernel",
+                 "image_encoder/blocks_0/norm1/scale"):
+        assert not labels[adam], adam
+    base = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, layer_decay=0.5, warmup_steps=0,
+                decay_steps=(), decay_factor=0.1)
+    cfg = ml_collections.ConfigDict(dict(base, kind="muon", muon_beta=0.95, muon_rms=0.2))
+    tx = optim.make_optimizer(cfg, params, CFG.encoder_depth)
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape, p.dtype), params)
+    updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
+    u, p, g = _flat(updates), _flat(params), _flat(grads)
+    k = "image_encoder/blocks_0/attn/qkv/kernel"  # (16, 48): one step of Muon, then decay, layer decay and lr
+    direction = (-u[k] / (1e-2 * 0.5 ** 3) - 0.1 * p[k]) / (0.2 * 48 ** 0.5)
+    s = np.linalg.svd(direction, compute_uv=False)
+    assert 0.5 < s.min() and s.max() < 1.25, s  # orthogonalised: the gradient's singular values were spread out
+    assert np.linalg.svd(g[k], compute_uv=False).max() / np.linalg.svd(g[k], compute_uv=False).min() > 2.5
+    assert np.corrcoef(direction.ravel(), g[k].ravel())[0, 1] > 0.5  # ... and still points along it
+    b = "image_encoder/blocks_0/attn/qkv/bias"  # Adam's first step: sign(g)
+    np.testing.assert_allclose(u[b], -1e-2 * 0.5 ** 3 * np.sign(g[b]), rtol=1e-3)
+    assert not np.any(u["prompt_encoder/pe_layer/positional_encoding_gaussian_matrix"])
+    with pytest.raises(ValueError, match="optim.kind"):
+        optim.make_optimizer(ml_collections.ConfigDict(dict(base, kind="sgd")), params, CFG.encoder_depth)

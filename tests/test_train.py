@@ -90,17 +90,22 @@ def test_tied_decoder_qk_init_keeps_the_layout():
     assert not np.array_equal(ref["k_proj"]["kernel"], ref["q_proj"]["kernel"])  # gain 0: untouched
 
 
-def test_resume_is_bit_identical(tfrecords, tmp_path):
-    whole = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "a"))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_identical(tfrecords, tmp_path, optimizer):
+    cfg = tiny_config(tfrecords, num_steps=4)
+    cfg.optim.kind = optimizer  # muon: its state is partitioned (Muon momenta and Adam moments, masked trees)
+    whole = train.train(cfg, str(tmp_path / "a"))
     # an "interrupted" run: the same workdir as it was after step 2
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
-    resumed = train.train(tiny_config(tfrecords, num_steps=4), str(tmp_path / "b"))
+    resumed = train.train(cfg, str(tmp_path / "b"))
     assert int(resumed["state"]["step"]) == 4
     for a, b in zip(_params(whole), _params(resumed)):
         np.testing.assert_array_equal(a, b)
     assert whole["last"]["loss"] == resumed["last"]["loss"]
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["2", "4"]
+    if optimizer != "adamw":
+        return
     # resuming with another input-pipeline layout (a grain worker process) is refused with a clear message
     other = tiny_config(tfrecords, num_steps=6)
     other.data.worker_count = 1
