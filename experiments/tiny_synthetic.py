@@ -214,7 +214,8 @@ def get_config():
     # Muon (samjax.optim.direction) for the dense kernels, Adam for the rest: a deviation from the paper's AdamW.
     # Its step costs 1.34x at 64 px (Newton-Schulz on every kernel; train_ab) and still learns far faster in the
     # same seconds: 300 s at 64 px alone, seed 1, 0.601 single-point (oracle 0.687) against AdamW's 0.527
-    # (0.619); the three stages +0.065 (docstring). Its updates are scaled to Adam's RMS, so lr and decay carry over.
+    # (0.619); the three stages +0.059 on the mean of 3 seeds (docstring). Its updates are scaled to Adam's RMS,
+    # so lr and decay carry over.
     c.optim.update(kind="muon", lr=3e-3, warmup_steps=50, decay_steps=DECAY_STEPS, decay_factor=0.3,
                    layer_decay=0.9, weight_decay=0.05)
     # 2 rounds (first prompt, then one error-region click with the mask prompt) instead of the paper's 11: the
