@@ -119,9 +119,9 @@ def direction(cfg, params: Any) -> optax.GradientTransformation:
 
     labels = jax.tree_util.tree_map_with_path(lambda path, p: "muon" if is_matrix(path, p) else "adam", params)
     muon = optax.chain(
-        scale_by_muon(beta=cfg.get("muon_beta", 0.95),
+        scale_by_muon(beta=cfg.muon_beta,
                       weight_dimension_numbers=lambda t: jax.tree.map(lambda _: MuonDimensionNumbers(), t)),
-        scale_to_rms(cfg.get("muon_rms", 0.2)))
+        scale_to_rms(cfg.muon_rms))
     return optax.partition({"muon": muon, "adam": adam}, labels)
 
 

@@ -9,8 +9,8 @@ re-running skips it; a stage before that one in WORKDIR/low_res/low_res, and so 
 from its parameters, position tables grown (samjax.resolution).
 
 One step: images (B, S, S, 3) uint8 -> normalise -> image encoder once per image -> for the B x M masks, the
-11-round prompt simulation through the mask decoder (samjax.prompts) -> loss -> AdamW (samjax.optim). The step
-is one jax.jit over the (data, fsdp, tensor) mesh with explicit in/out shardings and the state donated.
+11-round prompt simulation through the mask decoder (samjax.prompts) -> loss -> AdamW or Muon (samjax.optim). The
+step is one jax.jit over the (data, fsdp, tensor) mesh with explicit in/out shardings and the state donated.
 """
 
 from __future__ import annotations
