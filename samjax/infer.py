@@ -170,9 +170,11 @@ def _decode(params, features, coords, labels, masks, image_pe, cache, *, config:
                           image_cache=cache)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "input_size", "original_size", "return_logits"))
-def _postprocess(low_res, *, config: SamConfig, input_size, original_size, return_logits: bool):
-    masks = T.postprocess_masks(low_res, input_size, original_size, config.image_size)
+@functools.partial(jax.jit, static_argnames=("config", "input_size", "original_size", "return_logits", "batch"))
+def _postprocess(low_res, *, config: SamConfig, input_size, original_size, return_logits: bool, batch: int):
+    """The first `batch` prompts' low-res logits (B >= batch, M, 4g, 4g) -> masks (batch, M, H, W) at the original
+    size (bool, or logits with return_logits). Slicing here, not eagerly before, saves a dispatch per call."""
+    masks = T.postprocess_masks(low_res[:batch], input_size, original_size, config.image_size)
     return masks if return_logits else masks > config.mask_threshold
 
 
@@ -315,10 +317,9 @@ class Predictor:
             masks = np.concatenate([masks, np.zeros((tok_c.shape[0] - batch, *masks.shape[1:]), np.float32)])
         low_res, iou = self._decode(self.decoder_params, self.features, tok_c, tok_l, masks, self.image_pe,
                                     self.image_cache, multimask_output=multimask_output)
-        low_res, iou = low_res[:batch], iou[:batch]
         masks_out = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size,
-                                      return_logits=return_logits)
-        return np.asarray(masks_out), np.asarray(iou), np.asarray(low_res)
+                                      return_logits=return_logits, batch=batch)
+        return np.asarray(masks_out), np.asarray(iou)[:batch], np.asarray(low_res)[:batch]
 
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
                 return_logits: bool = False):

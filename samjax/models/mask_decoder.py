@@ -25,14 +25,20 @@ class MaskDecoder(nn.Module):
 
     @nn.compact
     def predict_masks(self, image_embeddings: jax.Array, image_pe: jax.Array, sparse: jax.Array, dense: jax.Array,
-                      token_mask: jax.Array | None = None, cache: dict | None = None, upscale: bool = True):
+                      token_mask: jax.Array | None = None, cache: dict | None = None, upscale: bool = True,
+                      outputs: tuple[int, ...] | None = None):
         """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask).
         cache: `models.sam.image_cache` of these image embeddings with the no-mask dense embedding, or None.
         upscale=False stops before the output upscaling and returns (src (B, g, g, C), the transformer's image side;
         hyper_in (B, 1 + num_multimask, C/8); iou_pred): `upscale_masks` of the first two gives the masks, for the
-        prompts that need them (the automatic generator skips those whose every predicted IoU fails its filter)."""
+        prompts that need them (the automatic generator skips those whose every predicted IoU fails its filter).
+        outputs: only these of the 1 + num_multimask outputs, in this order (None: all). The others' mask tokens are
+        left out of the final token->image attention and the hypernetworks (the official code makes all and
+        drops the unused: the same values for the kept ones); the parameters are made for all of them."""
         cfg, dt = self.config, self.config.jnp_dtype
         c, n_masks = cfg.prompt_embed_dim, cfg.num_mask_tokens
+        if outputs is None or self.is_initializing():
+            outputs = tuple(range(n_masks))
         b = sparse.shape[0]
         output_tokens = jnp.concatenate([Embedding(1, c, dt, name="iou_token")(),
                                          Embedding(n_masks, c, dt, name="mask_tokens")()], axis=0)
@@ -47,14 +53,14 @@ class MaskDecoder(nn.Module):
         pos_src = image_pe.astype(dt)
         g = src.shape[1]
 
-        hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask, cache)
+        # The transformer's token outputs that are read: the IoU token (0) and the kept outputs' mask tokens.
+        hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask, cache,
+                                                             (0, *(1 + i for i in outputs)))
         iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1:1 + n_masks, :]
-
-        hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(mask_tokens_out[:, i])
-                              for i in range(n_masks)], axis=1)  # (B, M, C/8)
+        hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(hs[:, 1 + j])
+                              for j, i in enumerate(outputs)], axis=1)  # (B, M, C/8)
         iou_pred = MLP(cfg.iou_head_hidden_dim, n_masks, cfg.iou_head_depth, dtype=dt,
-                       name="iou_prediction_head")(iou_token_out)
+                       name="iou_prediction_head")(iou_token_out)[:, list(outputs)]
         src = src.reshape(b, g, g, c)
         if not upscale:
             return src, hyper_in, iou_pred
@@ -62,9 +68,9 @@ class MaskDecoder(nn.Module):
 
     def __call__(self, image_embeddings, image_pe, sparse, dense, token_mask=None, multimask_output: bool = True,
                  cache: dict | None = None, upscale: bool = True):
-        out = self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask, cache, upscale)
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        return out[:-2] + tuple(x[:, sl] for x in out[-2:])  # (masks | src, hyper_in), iou_pred: outputs selected
+        """The official selection: the num_multimask outputs (multimask_output) or the single-mask output 0."""
+        outputs = tuple(range(1, self.config.num_mask_tokens)) if multimask_output else (0,)
+        return self.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask, cache, upscale, outputs)
 
 
 def _upscaling_layers(config: SamConfig) -> tuple[nn.Module, nn.Module, nn.Module]:

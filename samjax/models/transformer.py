@@ -108,52 +108,66 @@ class Attention(nn.Module):
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
         projected = projected or {}
 
-        def proj(name, x, w, b):  # (B, N, internal)
-            if name not in projected:
-                return x @ w + b
-            t = projected[name].astype(dt)  # head-major (1, nh, hd, N): the layout the products read
-            return t.transpose(0, 3, 1, 2).reshape(t.shape[0], t.shape[3], internal)
+        def side(name, x, w, b):  # (einsum spec, heads): head-major where cached (letter q/k/v: its position)
+            if name in projected:  # (1, nh, hd, N): the layout the products read
+                return f"bnd{'k' if name != 'q' else 'q'}", projected[name].astype(dt)
+            return f"b{'k' if name != 'q' else 'q'}nd", heads(x @ w + b)
 
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
         if projected:  # the image side is already projected: nothing left to fold
             plan_logits = "standard"
             plan_values = "standard" if "v" in projected else plan_values
 
-        # Prompt tokens attending to the image (many more keys than queries, no key mask, values not folded into
-        # the output projection first): logits key-major (B, Nk, Nq, heads), so the image side stays the row-major left
-        # operand of both products. With keys last, XLA:CPU wrote a transposed copy of the keys (4096 x 256)
-        # before each such attention: one prompt decoded in 18.6 instead of 21.3 ms on 2 cores (64: the same).
-        key_major = (key_mask is None and k.shape[1] > q.shape[1] and plan_logits in ("standard", "k_into_q")
-                     and plan_values in ("standard", "v_late"))
+        # Where batch (b), query (q), head (n) and key (k) lie in the logits (2-core CPU timings, float32):
+        # - prompt tokens attending to the image, its keys and values cached head-major: "bnqk", head-major too,
+        #   the softmax over the contiguous keys;
+        # - image positions attending to the tokens, values folded into the output projection ("o_early"): "bnkq",
+        #   the softmax over each position's few tokens vectorised across the positions. With the tokens last,
+        #   softmax + product over 4096 positions x 8 heads x 6 tokens took 1.41 ms against 0.82;
+        # - prompt tokens attending to the raw image (no key mask, values not folded first): key-major "bkqn", so
+        #   the image side stays the row-major left operand of both products. With keys last, XLA:CPU wrote a
+        #   transposed copy of the keys (4096 x 256) first: one prompt decoded in 18.6 instead of 21.3 ms.
+        if "k" in projected:
+            layout = "bnqk"
+        elif plan_values == "o_early" and k.shape[1] < q.shape[1]:
+            layout = "bnkq"
+        elif (key_mask is None and k.shape[1] > q.shape[1] and plan_logits in ("standard", "k_into_q")
+              and plan_values in ("standard", "v_late")):
+            layout = "bkqn"
+        else:
+            layout = "bqnk"
         if plan_logits == "standard":
-            spec = "bknd,bqnd->bkqn" if key_major else "bqnd,bknd->bqnk"
-            qp, kp = heads(proj("q", q, wq, bq)), heads(proj("k", k, wk, bk))
-            logits = _batched_einsum(spec, kp, qp, od) if key_major else _batched_einsum(spec, qp, kp, od)
+            (qs, qp), (ks, kp) = side("q", q, wq, bq), side("k", k, wk, bk)
+            logits = (_batched_einsum(f"{ks},{qs}->{layout}", kp, qp, od) if layout == "bkqn"
+                      else _batched_einsum(f"{qs},{ks}->{layout}", qp, kp, od))
         elif plan_logits == "k_into_q":  # q.bk is the same for every key: softmax drops it
             q_in_k = jnp.einsum("bqnd,cnd->bqnc", heads(q @ wq + bq), heads(wk))
-            logits = _batched_einsum("bkc,bqnc->bkqn" if key_major else "bkc,bqnc->bqnk", k, q_in_k, od)
+            logits = _batched_einsum(f"bkc,bqnc->{layout}", k, q_in_k, od)
         else:  # q_into_k
             kp = heads(k @ wk + bk)
             # (B, C, heads, Nk): the image side's product with it is a plain (Nq, C) x (C, heads Nk). Made as
             # (B, Nk, heads, C), XLA:CPU transposed the image side (4096 x 256) instead: one prompt decoded
-            # 18.15 -> 17.42 ms (median of 200 interleaved calls, 2 cores).
+            # 18.15 -> 17.42 ms (median of 200 interleaved calls, 2 cores). For the same reason the logits are
+            # made query-major and only then put in `layout` (a transpose of Nq x heads x Nk, not of the image).
             k_in_q = jnp.einsum("bknd,cnd->bcnk", kp, heads(wq))
             logits = (_batched_einsum("bqc,bcnk->bqnk", q, k_in_q, od)
                       + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None])
+            logits = jnp.einsum(f"bqnk->{layout}", logits)
         logits = logits.astype(f32) / jnp.sqrt(jnp.asarray(hd, f32))
         if key_mask is not None:
-            logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(f32).min)
-        attn = jax.nn.softmax(logits, axis=1 if key_major else -1).astype(dt)
+            shape = [{"b": key_mask.shape[0], "k": key_mask.shape[1]}.get(a, 1) for a in layout]
+            logits = jnp.where(key_mask.reshape(shape), logits, jnp.finfo(f32).min)
+        attn = jax.nn.softmax(logits, axis=layout.index("k")).astype(dt)
 
         if plan_values == "o_early":  # (weights v Wv) Wo = weights (v Wv Wo): per head, into C channels first
             v_out = jnp.einsum("bknd,ndc->bknc", heads(v @ wv + bv), wo.reshape(nh, hd, c))
-            return _batched_einsum("bqnk,bknc->bqc", attn, v_out, od) + bo
+            return _batched_einsum(f"{layout},bknc->bqc", attn, v_out, od) + bo
         if plan_values == "v_late":  # weights (v Wv + bv) = (weights v) Wv + bv: each row of weights sums to 1
-            mixed = _batched_einsum("bkqn,bkc->bqnc" if key_major else "bqnk,bkc->bqnc", attn, v, od)
+            mixed = _batched_einsum(f"{layout},bkc->bqnc", attn, v, od)
             out = jnp.einsum("bqnc,cnd->bqnd", mixed, heads(wv)) + heads(bv)
         else:
-            out = _batched_einsum("bkqn,bknd->bqnd" if key_major else "bqnk,bknd->bqnd", attn,
-                                  heads(proj("v", v, wv, bv)), od)
+            vs, vp = side("v", v, wv, bv)
+            out = _batched_einsum(f"{layout},{vs}->bqnd", attn, vp, od)
         return out.reshape(*out.shape[:2], internal) @ wo + bo
 
 
@@ -196,8 +210,11 @@ class TwoWayTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, image_embedding: jax.Array, image_pe: jax.Array, point_embedding: jax.Array,
-                 token_mask: jax.Array | None = None, cache: dict | None = None) -> tuple[jax.Array, jax.Array]:
-        """cache: the first layer's image-side projections of this image_embedding (`models.sam.image_cache`)."""
+                 token_mask: jax.Array | None = None, cache: dict | None = None,
+                 outputs: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+        """cache: the first layer's image-side projections of this image_embedding (`models.sam.image_cache`).
+        outputs: the tokens whose queries are returned (None: all), (B, len(outputs), C); the final token->image
+        attention is made for those only (each token's row of it is independent of the others)."""
         cfg, dt = self.config, self.config.jnp_dtype
         b, n, c = point_embedding.shape
         # Batch 1 (one image, no per-prompt mask prompt) stays batch 1 until the first image->token attention makes
@@ -208,6 +225,8 @@ class TwoWayTransformer(nn.Module):
         for i in range(cfg.decoder_depth):
             queries, keys = TwoWayAttentionBlock(cfg, skip_first_layer_pe=(i == 0), name=f"layers_{i}")(
                 queries, keys, point_embedding, key_pe, token_mask, cache if i == 0 else None)
+        if outputs is not None:
+            queries, point_embedding = queries[:, list(outputs)], point_embedding[:, list(outputs)]
         q, k = queries + point_embedding, keys + key_pe
         attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dt, cfg.decoder_operand_dtype,
                          name="final_attn_token_to_image")(q, k, keys)
