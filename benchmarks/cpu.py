@@ -4,9 +4,9 @@
 
 Same machine, same random ViT-B weights (the official model randomised, converted with samjax.convert.from_torch),
 same image (scikit-image's coffee, 400x600), float32 in both, every core. Rows: median seconds of samjax and of
-the official code and their ratio (samjax / official; < 1 is faster), plus samjax's first call (compilation
-included) in this process and in a fresh process that finds JAX's persistent compilation cache
-(samjax.compilation_cache) already filled.
+the official code, timed in --repeats alternating rounds (one call per side per round; ten for one prompt), and
+their ratio (samjax / official; < 1 is faster), plus samjax's first call (compilation included) in this process
+and in a fresh process that finds JAX's persistent compilation cache (samjax.compilation_cache) already filled.
 
 - encoder: one 1024x1024 ViT-B pass (set_image: preprocessing + encoder).
 - prompt: one point -> 3 masks at the image's size (predict), and 64 single-point prompts in one call
@@ -34,13 +34,18 @@ import numpy as np
 ROWS: list[tuple] = []
 
 
-def median_time(fn, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+def side_by_side(ours, official, rounds: int, calls: int = 1) -> tuple[float, float]:
+    """Median seconds per call of `ours` and of `official`, timed in `rounds` alternating blocks of `calls` calls
+    each: both sides meet the same phases of a shared machine (on this 2-core VM one side's figure moved by up to
+    ~25% between blocks a minute apart, 2026-11-28), and a block's calls follow each other as an application's do."""
+    times: tuple[list, list] = ([], [])
+    for _ in range(rounds):
+        for fn, out in zip((ours, official), times):
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def row(what: str, ours: float, official: float, first: float | None = None, note: str = "") -> None:
@@ -62,14 +67,13 @@ def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, rep
     t = time.perf_counter()
     mixed.predict(*one)
     first = time.perf_counter() - t
-    n = 10 * repeats
-    row("prompt: 1 point, decoder products bf16", median_time(lambda: mixed.predict(*one), n),
-        median_time(lambda: ref.predict(*one), n), first)
+    row("prompt: 1 point, decoder products bf16", *side_by_side(lambda: mixed.predict(*one), lambda: ref.predict(*one),
+                                                                repeats, 10), first)
     t = time.perf_counter()
     masks_bf16 = mixed.predict_batch(*batch)[0]
     first = time.perf_counter() - t
-    row("prompt: batch of 64, decoder products bf16", median_time(lambda: mixed.predict_batch(*batch), repeats),
-        median_time(lambda: ref.predict_torch(*batch_torch), repeats), first, "(per call)")
+    row("prompt: batch of 64, decoder products bf16", *side_by_side(
+        lambda: mixed.predict_batch(*batch), lambda: ref.predict_torch(*batch_torch), repeats), first, "(per call)")
     masks_f32 = ours.predict_batch(*batch)[0]
     iou = np.asarray(mask_iou(masks_bf16.astype(np.float32), masks_f32))  # 1.0 / 0.0 "logits" over threshold 0
     print(f"decoder products bf16 vs float32, the batch's {iou.size} masks: thresholded IoU min {iou.min():.4f}, "
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
     ours, ref = Predictor(cfg, params), sa.SamPredictor(sam)
     sections = args.sections.split(",")
     print(f"ViT-B, random weights, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} cores, median of {args.repeats}", flush=True)
+          f"{os.cpu_count()} cores, medians over {args.repeats} alternating rounds", flush=True)
 
     def ours_set():  # set_image returns once the encoder is dispatched; wait for it
         ours.set_image(image)
@@ -149,16 +153,15 @@ def main(argv=None) -> int:
     with torch.no_grad():
         ref.set_image(image)
         if "encoder" in sections:
-            row("encoder (set_image, 1024x1024)", median_time(ours_set, args.repeats),
-                median_time(lambda: ref.set_image(image), args.repeats), enc_first)
+            row("encoder (set_image, 1024x1024)", *side_by_side(ours_set, lambda: ref.set_image(image), args.repeats),
+                enc_first)
         if "prompt" in sections:
             pt, lab = np.array([[300.0, 200.0]]), np.array([1])
             t = time.perf_counter()
             ours.predict(pt, lab)
             first = time.perf_counter() - t
-            n = 10 * args.repeats
-            row("prompt: 1 point -> 3 masks", median_time(lambda: ours.predict(pt, lab), n),
-                median_time(lambda: ref.predict(pt, lab), n), first)
+            row("prompt: 1 point -> 3 masks", *side_by_side(lambda: ours.predict(pt, lab), lambda: ref.predict(pt, lab),
+                                                            args.repeats, 10), first)
             rng = np.random.default_rng(0)
             pts = rng.uniform([0, 0], [image.shape[1], image.shape[0]], (64, 1, 2))
             labs = np.ones((64, 1), np.int64)
@@ -167,9 +170,9 @@ def main(argv=None) -> int:
             first = time.perf_counter() - t
             tp = torch.as_tensor(ref.transform.apply_coords(pts, image.shape[:2]), dtype=torch.float32)
             tl = torch.as_tensor(labs)
-            row("prompt: batch of 64 points -> 64x3 masks", median_time(lambda: ours.predict_batch(pts, labs),
-                                                                        args.repeats),
-                median_time(lambda: ref.predict_torch(tp, tl), args.repeats), first, "(per call)")
+            row("prompt: batch of 64 points -> 64x3 masks", *side_by_side(
+                lambda: ours.predict_batch(pts, labs), lambda: ref.predict_torch(tp, tl), args.repeats), first,
+                "(per call)")
             prompt_rows_bf16(cfg, params, image, ours, ref, (pt, lab), (pts, labs), (tp, tl), args.repeats)
         if "amg" in sections:
             # Default thresholds, then pred_iou_thresh=0: with it every prompt's masks are made, the work the official
@@ -183,8 +186,8 @@ def main(argv=None) -> int:
                 n_ours = len(gen.generate(image))
                 first = time.perf_counter() - t
                 reps = max(1, args.repeats // 2)
-                row(name, median_time(lambda: gen.generate(image), reps),
-                    median_time(lambda: ref_gen.generate(image), reps), first, f"({n_ours} masks kept)")
+                row(name, *side_by_side(lambda: gen.generate(image), lambda: ref_gen.generate(image), reps), first,
+                    f"({n_ours} masks kept)")
             ours.set_image(image)
             grid = gen.point_grids[0] * [image.shape[1], image.shape[0]]
             best = np.concatenate([np.asarray(ours.predict_batch(g[:, None], np.ones((len(g), 1), np.int64))[1]).max(1)

@@ -1,4 +1,5 @@
-"""The accelerator benchmark script runs end to end (tiny shapes on CPU), so it is ready for a GPU or TPU host."""
+"""The benchmark scripts: the accelerator one runs end to end (tiny shapes on CPU), so it is ready for a GPU or TPU
+host; the CPU one (`make bench`) times its two sides in alternating blocks."""
 
 import json
 
@@ -107,3 +108,13 @@ def test_train_ab_names_variants_that_compile_to_the_same_program():
     runs = [{"name": n, "lowered": Lowered(t)} for n, t in (("a", "p1"), ("b", "p2"), ("c", "p1"), ("d", "p3"))]
     assert train_ab.same_programs(runs) == [["a", "c"]]
     assert train_ab.same_programs(runs[:2]) == []
+
+
+def test_cpu_bench_alternates_the_two_sides_in_blocks():
+    """`make bench` times samjax and the official code in alternating blocks, so both meet the same machine phases."""
+    from benchmarks.cpu import side_by_side  # noqa: PLC0415
+
+    order = []
+    ours, official = side_by_side(lambda: order.append("a"), lambda: order.append("b"), rounds=3, calls=2)
+    assert "".join(order) == "aabb" * 3
+    assert ours >= 0 and official >= 0
