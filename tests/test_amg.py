@@ -114,10 +114,10 @@ def splitting_threshold(iou: np.ndarray) -> float:
 
 
 def test_prompts_rejected_by_predicted_iou_skip_their_masks_and_match_official(trained, images):
-    """At a pred_iou_thresh that about half of the prompts have no mask through (`splitting_threshold`, taken from
-    the trained model's predictions: its IoUs move with the training images' bytes), the generator makes masks for
-    the other half only (samjax.amg._crop_candidates); the records are still the official ones. (At
-    CROP_OPTIONS' 0.1 every prompt passes.)"""
+    """At a pred_iou_thresh under which about half of the prompts keep no mask (`splitting_threshold`, taken from
+    the trained model's own predictions: a fixed 0.18 split them until 2026-11-27 and skipped none with the packages
+    of 2026-11-28), the generator makes masks for the other half only (samjax.amg._crop_candidates); the records
+    are still the official ones. (At CROP_OPTIONS' 0.1 every prompt passes.)"""
     sam, predictor = trained
     for im in (images[0], images[2]):
         predictor.set_image(im)
