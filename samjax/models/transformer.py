@@ -108,10 +108,11 @@ class Attention(nn.Module):
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
         projected = projected or {}
 
-        def side(name, x, w, b):  # (einsum spec, heads): head-major where cached (letter q/k/v: its position)
-            if name in projected:  # (1, nh, hd, N): the layout the products read
-                return f"bnd{'k' if name != 'q' else 'q'}", projected[name].astype(dt)
-            return f"b{'k' if name != 'q' else 'q'}nd", heads(x @ w + b)
+        def side(name, x, w, b):  # -> (einsum spec, projected heads); keys and values are both indexed by key (k)
+            pos = "q" if name == "q" else "k"
+            if name in projected:  # cached head-major (1, nh, hd, N): the layout the products read
+                return f"bnd{pos}", projected[name].astype(dt)
+            return f"b{pos}nd", heads(x @ w + b)
 
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
         if projected:  # the image side is already projected: nothing left to fold
