@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
 import pytest
 
 # CLIs turn on JAX's persistent compilation cache (samjax.compilation_cache); in tests it lives in a temp dir shared
-# by this session's subprocesses (nothing is written to ~/.cache).
-os.environ.setdefault("SAMJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="samjax-test-xla-cache-"))
+# by this session's subprocesses and removed at exit (nothing is written to ~/.cache).
+if "SAMJAX_COMPILATION_CACHE" not in os.environ:
+    os.environ["SAMJAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["SAMJAX_COMPILATION_CACHE"], ignore_errors=True)
 
 import jax  # noqa: E402
 
