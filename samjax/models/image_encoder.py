@@ -161,12 +161,14 @@ class ImageEncoderViT(nn.Module):
 
     train: enables drop path (config.encoder_drop_path_rate; needs a "dropout" rng). config.encoder_remat wraps
     every block in `nn.remat` (same parameter names, same values, less activation memory).
+    return_interm: also return the output of every global-attention block (window size 0), in block order, each
+    (B, S/p, S/p, embed): HQ-SAM's `interm_embeddings`. Returns (embeddings, interm) then.
     """
 
     config: SamConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, return_interm: bool = False):
         cfg, dt = self.config, self.config.jnp_dtype
         if x.shape[1:] != (cfg.image_size, cfg.image_size, cfg.in_chans):
             raise ValueError(f"ImageEncoderViT expects (B, {cfg.image_size}, {cfg.image_size}, {cfg.in_chans}) "
@@ -181,11 +183,16 @@ class ImageEncoderViT(nn.Module):
         global_idx = set(cfg.encoder_global_attn_indexes)
         block = nn.remat(Block) if cfg.encoder_remat else Block
         rates = np.linspace(0.0, cfg.encoder_drop_path_rate, cfg.encoder_depth) if cfg.encoder_depth else []
+        interm = []
         for i in range(cfg.encoder_depth):
-            x = block(cfg, 0 if i in global_idx else cfg.window_size, float(rates[i]), train, name=f"blocks_{i}")(x)
+            window = 0 if i in global_idx else cfg.window_size
+            x = block(cfg, window, float(rates[i]), train, name=f"blocks_{i}")(x)
+            if window == 0:
+                interm.append(x)
         # neck: 1x1 conv -> LN2d -> 3x3 conv -> LN2d, no biases.
         c = cfg.prompt_embed_dim
         x = conv(c, 1, axes=("embed", "neck"), use_bias=False, name="neck_0", dtype=dt)(x)
         x = layer_norm("neck", eps=1e-6, name="neck_1", dtype=dt)(x)
         x = conv(c, 3, padding=1, axes=("neck", "neck"), use_bias=False, name="neck_2", dtype=dt)(x)
-        return layer_norm("neck", eps=1e-6, name="neck_3", dtype=dt)(x)
+        x = layer_norm("neck", eps=1e-6, name="neck_3", dtype=dt)(x)
+        return (x, tuple(interm)) if return_interm else x
