@@ -6,7 +6,7 @@ Same machine, same random ViT-B weights (the official model randomised, converte
 same image (scikit-image's coffee, 400x600), float32 in both, every core. Rows: median seconds of samjax and of
 the official code, timed in --repeats alternating rounds (one call per side per round; ten for one prompt), and
 their ratio (samjax / official; < 1 is faster), plus samjax's first call (compilation included) in this process
-and in a fresh process that finds JAX's persistent compilation cache (samjax.compilation_cache) already filled.
+and in a fresh process that finds JAX's persistent compilation cache (samjax.runtime) already filled.
 
 - encoder: one 1024x1024 ViT-B pass (set_image: preprocessing + encoder).
 - prompt: one point -> 3 masks at the image's size (predict), and 64 single-point prompts in one call
@@ -59,7 +59,7 @@ def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, rep
     """The prompt rows again with the decoder's image-side products in bfloat16 (SamConfig.decoder_matmul_dtype;
     float32 everywhere else), and their masks' agreement with the float32 Predictor's on the batch's 64 points."""
     from samjax.infer import Predictor
-    from samjax.losses import mask_iou
+    from samjax.training.losses import mask_iou
 
     mixed = Predictor(cfg.replace(decoder_matmul_dtype="bfloat16"), params)
     mixed.set_image(image)  # the float32 Predictor's compiled encoder: the config differs in the decoder only
@@ -115,14 +115,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default="encoder,prompt,amg")
     ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from samjax import compilation_cache
+    from samjax import runtime
 
     if args.first_calls:
-        compilation_cache.enable()
+        runtime.enable_compilation_cache()
         print(json.dumps(first_calls()))
         return 0
     cache_dir = tempfile.mkdtemp(prefix="samjax_bench_cache_")
-    compilation_cache.enable(cache_dir)
+    runtime.enable_compilation_cache(cache_dir)
 
     import torch
     from skimage import data

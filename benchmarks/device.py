@@ -6,7 +6,7 @@
 Prints one table (and writes it as JSON with --json FILE):
 - attention: each encoder attention implementation against the float32 reference at a global block's shape;
 - encoder: ViT-B and ViT-H in bfloat16 at batch 1 and 8, per attention implementation; images/s and MFU
-  (analytic FLOPs, samjax.metrics.encoder_flops, over the device's bf16 dense peak);
+  (analytic FLOPs, samjax.training.metrics.encoder_flops, over the device's bf16 dense peak);
 - decoder: prompts/s for a batch of 64 single-point prompts on a cached embedding (prompt encoder + mask decoder);
 - train: one ViT-B training step with the paper's full 11-round prompt simulation; MFU counts model FLOPs only
   (forward + backward, no rematerialisation);
@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samjax import infer, metrics
+from samjax import infer
+from samjax.training import metrics
 from samjax.models import Sam, SamConfig, attention as A, decode_prompts, image_cache, init_params
 
 ROWS: list[dict] = []
@@ -155,16 +156,16 @@ def bench_decoder(cfg, iters, peak, budget, prompts=64) -> None:
 def vitb_train_config(tiny: bool, images: int):
     """The sa1b_vitb experiment at `images` per step with rematerialised prompt rounds (tiny: the tiny ViT-B, 4 masks
     per image). -> (config, SamConfig)."""
-    from samjax import experiment  # noqa: PLC0415
+    from samjax.training import config as training_config  # noqa: PLC0415
 
-    cfg = experiment.load_experiment("sa1b_vitb")
+    cfg = training_config.load_experiment("sa1b_vitb")
     cfg.data.batch_size = images
     cfg.prompts.remat_rounds = True
     if tiny:
         cfg.model = {**cfg.model, **models(True)["vit_b"].replace(dtype="bfloat16").to_dict(),
                      "encoder_drop_path_rate": 0.6}
         cfg.data.max_masks_per_image = 4
-    return cfg, experiment.model_config(cfg)
+    return cfg, training_config.model_config(cfg)
 
 
 def train_step_flops(cfg, mc: SamConfig) -> tuple[float, int]:
@@ -194,7 +195,8 @@ class StatefulStep:
 def train_step_inputs(cfg, mc: SamConfig, mesh, params: dict, seed: int = 0):
     """cfg's training step on `mesh` and what it starts from: (jitted step, initial state from `params`, (the
     synthetic batch of cfg.data.batch_size images as a global array, nan_steps)). Used here and by train_ab."""
-    from samjax import train, train_state  # noqa: PLC0415
+    from samjax import train  # noqa: PLC0415
+    from samjax.training import state as train_state  # noqa: PLC0415
 
     tx, step, _, shardings = train.compiled_step(cfg, mc, mesh)
     with jax.set_mesh(mesh):
@@ -206,10 +208,10 @@ def train_step_inputs(cfg, mc: SamConfig, mesh, params: dict, seed: int = 0):
 
 def train_step_call(tiny: bool, images: int):
     """One ViT-B training step on a synthetic batch of `images` -> (StatefulStep, (batch, nan_steps), cfg, mc)."""
-    from samjax import train_state  # noqa: PLC0415
+    from samjax.training import state as train_state  # noqa: PLC0415
 
     cfg, mc = vitb_train_config(tiny, images)
-    mesh = train_state.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     step, state, args = train_step_inputs(cfg, mc, mesh, host_params(mc))
     return StatefulStep(step, state), args, cfg, mc
 

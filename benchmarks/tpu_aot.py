@@ -25,7 +25,7 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from benchmarks.device import models, train_step_flops, vitb_train_config
-from samjax import metrics
+from samjax.training import metrics
 from samjax.models import Sam, abstract_params, attention as A
 
 ROWS: list[dict] = []
@@ -102,11 +102,12 @@ def inference(tiny: bool) -> None:
 
 
 def training(tiny: bool) -> None:
-    from samjax import train, train_state  # noqa: PLC0415
+    from samjax import train  # noqa: PLC0415
+    from samjax.training import state as train_state  # noqa: PLC0415
 
     topo = topologies.get_topology_desc(topology_name="v5p:2x2x1", platform="tpu")
     chips = len(topo.devices)
-    mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(chips, 1, 1), train_state.MESH_AXES,
+    mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(chips, 1, 1), parallel.MESH_AXES,
                              axis_types=(jax.sharding.AxisType.Auto,) * 3)
     cfg, mc = vitb_train_config(tiny, 2 * chips)
     b, m = cfg.data.batch_size, cfg.data.max_masks_per_image

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.device import host_params, train_step_flops, train_step_inputs
 from benchmarks.tpu_aot import bytes_in_use
-from samjax import experiment, metrics, train_state
+from samjax.training import config as training_config, metrics, state as train_state
 
 DEFAULT_VARIANTS = ("scan=--config.prompts.unroll_rounds=False", "unrolled=--config.prompts.unroll_rounds=True")
 
@@ -53,9 +53,9 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def build(name: str, experiment_name: str, overrides: list[str], params_cache: dict) -> dict:
     """One variant: its config, mesh, initial state, batch and the lowered (not yet compiled) step."""
-    cfg = experiment.apply_overrides(experiment.load_experiment(experiment_name), overrides)
-    mc = experiment.model_config(cfg)
-    mesh = train_state.make_mesh(cfg.mesh.to_dict())
+    cfg = training_config.apply_overrides(training_config.load_experiment(experiment_name), overrides)
+    mc = training_config.model_config(cfg)
+    mesh = parallel.make_mesh(cfg.mesh.to_dict())
     if mc not in params_cache:
         params_cache[mc] = host_params(mc)
     step, state, args = train_step_inputs(cfg, mc, mesh, params_cache[mc], cfg.seed)

@@ -8,7 +8,7 @@ otherwise as sa1b_vith.
 Expected result: not measured here (needs a TPU pod / GPU cluster).
 """
 
-from samjax.experiment import base_config
+from samjax.training.config import base_config
 from samjax.models import SamConfig
 
 

@@ -12,7 +12,7 @@ the image dropped, 11 rounds of prompt simulation, bf16 compute with float32 mas
 Expected result: not measured here (needs a TPU pod / GPU cluster; the paper trains 90k iterations on 256 A100s).
 """
 
-from samjax.experiment import base_config
+from samjax.training.config import base_config
 
 
 def get_config():

@@ -20,7 +20,7 @@ the model's low-res grid (samjax.evaluate; 64x64 here, 4 cells per 8 px token si
 Model: 8 px patches, a 4-block 96-wide encoder, a 64-wide decoder. Trained in three stages (progressive resizing,
 config.low_res): 300 s at 64x64 (8x8 tokens, 32x32 masks; a step ~0.26x the cost of one at 128), 230 s at 96x96
 (12x12 tokens, 48x48 masks; ~0.55x), then 230 s at 128x128 (16x16 tokens, 64x64 low-res masks), the position
-tables grown before each larger size (samjax.resolution).
+tables grown before each larger size (samjax.weights.resolution).
 
 Measured (2026-11-28, 11:37-11:52 UTC; 2-core CPU, no accelerator, quiet): the command above exactly, fresh workdir,
 cold compilation cache: wall 14m07s in all (data made and converted; 5079 steps at 64 px in 300 s, 1923 at 96 px
@@ -36,7 +36,7 @@ steps, 0.745 (oracle 0.806; 0.839 / 0.849), wall 13m11s.
   5 clicks    0.845  0.845  0.849   0.846            0.807  0.814  0.819   0.813
 The AdamW seed-1 figure is its 64 px stage continued (paired probe; from scratch it scored 0.688, oracle 0.761).
 
-Muon against AdamW (2026-11-28, afternoon), the only change: optim.kind "muon" (samjax.optim.direction), the
+Muon against AdamW (2026-11-28, afternoon), the only change: optim.kind "muon" (samjax.training.optim.direction), the
 dense kernels' updates orthogonalised (Newton-Schulz, 5 steps) and scaled to Adam's RMS, lr 3e-3 and the schedule
 unchanged (the 128 px decays moved from 600/1000/1300 to 500/850/1100 for Muon's fewer steps). Its step costs more
 (Newton-Schulz on every kernel, each step: train_ab at 64 px 46.3 against 34.5 ms, 1.34x), so it makes ~20% fewer
@@ -174,7 +174,7 @@ Re-running the command resumes: finished stages are skipped (WORKDIR/low_res/low
 WORKDIR/low_res/done.json for 96 px) and the 128 px stage goes on for another 230 s.
 """
 
-from samjax.experiment import base_config
+from samjax.training.config import base_config
 from samjax.models import SamConfig
 
 DECAY_STEPS = (500, 850, 1100)
@@ -211,7 +211,7 @@ def get_config():
     # lr 3e-3 leaves the plateau soonest; mIoU then stalls at 3e-3 (0.45 at 600 and 900 steps) and each decay
     # lifts it (x0.3 steps: measured). The decays come in the last, 128 px stage: 500/850/1100 of its ~1200 steps
     # (~21 img/s in 230 s with Muon).
-    # Muon (samjax.optim.direction) for the dense kernels, Adam for the rest: a deviation from the paper's AdamW.
+    # Muon (samjax.training.optim.direction) for the dense kernels, Adam for the rest: a deviation from the paper's AdamW.
     # Its step costs 1.34x at 64 px (Newton-Schulz on every kernel; train_ab) and still learns far faster in the
     # same seconds: 300 s at 64 px alone, seed 1, 0.601 single-point (oracle 0.687) against AdamW's 0.527
     # (0.619); the three stages +0.059 on the mean of 3 seeds (docstring). Its updates are scaled to Adam's RMS,
@@ -230,7 +230,7 @@ def get_config():
     c.loss.focal_weight = 2.0
     # Progressive resizing: 300 s at 64x64 (8x8 tokens, a step ~0.26x the cost: ~5100-5500 steps with Muon) and
     # 230 s at 96x96 (12x12 tokens, ~0.55x: ~1900-2000 steps), both held at lr 3e-3, the position tables grown
-    # before each larger size (samjax.resolution), then 230 s at 128x128 (~1150-1200 steps, decays above). With
+    # before each larger size (samjax.weights.resolution), then 230 s at 128x128 (~1150-1200 steps, decays above). With
     # AdamW, against 300 s at 64 then 460 s at 128: +0.014 single-point on the mean of seeds 0 / 1 / 2 (docstring).
     c.low_res.update(image_size=(64, 96), max_seconds=(300.0, 230.0))
     # The time limit ends each stage (num_steps is only a ceiling): the step rate varies with the machine.

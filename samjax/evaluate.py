@@ -26,10 +26,11 @@ import numpy as np
 from scipy import ndimage
 
 from samjax.data.example import decode_record
-from samjax.data.preprocess import get_preprocess_shape, process_record
+from samjax.data.preprocess import process_record
 from samjax.data.tfrecord import iter_records
 from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig
-from samjax.models import transforms as T
+from samjax import transforms as T
+from samjax.transforms import get_preprocess_shape
 
 
 def load_examples(files: str, config: SamConfig, num_images: int, max_masks: int, seed: int = 0) -> list[dict]:
@@ -74,7 +75,7 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int] | None:
 
 def cell_centre(row: int, col: int, r: float) -> tuple[float, float]:
     """(x, y) pixels of the input at the centre of low-res cell (row, col), r input pixels per cell (as
-    samjax.prompts.cell_to_coords with no rng, on the host)."""
+    samjax.training.prompts.cell_to_coords with no rng, on the host)."""
     return (col + 0.5) * r - 0.5, (row + 0.5) * r - 0.5
 
 
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the metrics JSON here")
     a = p.parse_args(argv)
     from samjax import runtime  # noqa: PLC0415
-    from samjax.checkpoint import load_model  # noqa: PLC0415
+    from samjax.weights.store import load_model  # noqa: PLC0415
 
     runtime.check_devices()
     try:

@@ -5,7 +5,7 @@
 Left: the loss (`train/loss`) and its parts (focal, dice, IoU MSE, as logged). Right: mIoU of the first and
 last prompt-simulation rounds on the training batches (`train/miou_first`, `train/miou_last`) and the held-out
 single-point mIoU (`eval/miou_1pt`) where the run evaluated. Tags are those `samjax.train` writes
-(samjax.metrics.TensorBoard); WORKDIR may be the run's workdir or its tensorboard/ folder. A run with
+(samjax.training.metrics.TensorBoard); WORKDIR may be the run's workdir or its tensorboard/ folder. A run with
 low-resolution stages (config.low_res: WORKDIR/low_res/tensorboard, WORKDIR/low_res/low_res/...) is drawn as one
 curve: the smallest size's steps first, the main stage's last, a dashed line where the image size grows.
 """

@@ -1,4 +1,5 @@
-"""Where samjax runs: one line describing the JAX runtime, and a clear exit when the accelerator is taken.
+"""Where samjax runs: one line describing the JAX runtime, a clear exit when the accelerator is taken, and JAX's
+persistent compilation cache.
 
     from samjax import runtime
     print(runtime.describe())      # "TPU: 1 x TPU v5 lite (jax 0.10.2)" / "GPU: ..." / "CPU: ... no accelerator"
@@ -8,6 +9,10 @@ libtpu lets one process own the TPU. A second one fails when JAX first touches t
 like "Unable to initialize backend 'tpu': ABORTED: The TPU is already in use by process with pid 1234" or
 "TPU initialization failed: open(/dev/accel0): Device or resource busy". A notebook kernel left running is the
 usual holder. `check_devices` turns that into one line naming the process and how to free the chip.
+
+Compilation cache: $SAMJAX_COMPILATION_CACHE if set ("off" disables it), else ~/.cache/samjax/xla, so a second
+process does not recompile the same programs. Entries are keyed by the program, the jax/XLA version and the device,
+so a stale entry is never used; deleting the directory is always safe.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ import contextlib
 import os
 import re
 import sys
+
+import jax
+
+CACHE_ENV = "SAMJAX_COMPILATION_CACHE"
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "samjax", "xla")
 
 # Substrings of the errors libtpu / JAX raise when another process holds the TPU (case-insensitive).
 _TPU_BUSY = ("already in use", "tpu initialization failed", "/dev/accel", "/dev/vfio", "device or resource busy")
@@ -49,20 +59,14 @@ def accelerator_errors():
 def check_devices():
     """jax.devices(), or exit with one line (code 2) when the TPU is held by another process. CLIs call it before
     their first use of JAX (after jax.distributed.initialize where there is one). Also turns on the persistent
-    compilation cache (samjax.compilation_cache)."""
-    import jax  # noqa: PLC0415
-
-    from samjax import compilation_cache  # noqa: PLC0415
-
-    compilation_cache.enable()  # a second run of the same CLI does not recompile
+    compilation cache."""
+    enable_compilation_cache()  # a second run of the same CLI does not recompile
     with accelerator_errors():
         return jax.devices()
 
 
 def describe() -> str:
     """One line: the platform JAX runs on, its devices and the JAX version; says so when there is no accelerator."""
-    import jax  # noqa: PLC0415
-
     devices = check_devices()
     platform = devices[0].platform
     kinds = sorted({d.device_kind for d in devices})
@@ -73,3 +77,27 @@ def describe() -> str:
         return (f"CPU: {os.cpu_count()} cores, no accelerator (jax {jax.__version__}); everything works, slowly. "
                 "In Colab: Runtime > Change runtime type > TPU or GPU.")
     return f"{platform.upper()}: {where} (jax {jax.__version__})"
+
+
+def enable_compilation_cache(path: str | None = None, min_compile_seconds: float = 0.5) -> str | None:
+    """Turns JAX's persistent compilation cache on (programs that took at least `min_compile_seconds` to compile are
+    stored); returns the directory, or None when disabled."""
+    path = path if path is not None else os.environ.get(CACHE_ENV, CACHE_DIR)
+    if not path or path.lower() in ("off", "0", "none"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def maybe_initialize_distributed() -> None:
+    """jax.distributed.initialize() on a pod / cluster (detected from the environment); no-op on one host."""
+    # Must not touch the backend first (jax.process_count() would start it, and initialize() then refuses).
+    if jax.distributed.is_initialized() or os.environ.get("SAMJAX_NO_DISTRIBUTED"):
+        return
+    markers = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS")
+    multi = any(os.environ.get(k) for k in markers) and os.environ.get("SLURM_NTASKS", "2") != "1"
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if multi and (not hosts or "," in hosts):
+        jax.distributed.initialize()

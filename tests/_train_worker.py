@@ -19,26 +19,12 @@ if mode == "proc":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if n > 1:
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=n, process_id=i)
-import grain  # noqa: E402
 import jax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_train import tiny_config  # noqa: E402
+from tests.test_train import as_iterator, fixed_batches, tiny_config  # noqa: E402
 
 from samjax import train  # noqa: E402
-
-
-def fixed_batches(cfg, count, rows):
-    """The same global batches for every layout: the pipeline read by one reader, then this process's rows."""
-    from samjax.data.pipeline import PipelineConfig, make_iterator
-    from samjax.experiment import model_config
-
-    mc = model_config(cfg)
-    it = make_iterator(PipelineConfig(files=files, image_size=mc.image_size, mask_size=mc.mask_input_size,
-                                      max_masks_per_image=cfg.data.max_masks_per_image, batch_size=cfg.data.batch_size,
-                                      shuffle_window=4, process_index=0, process_count=1))
-    out = [{k: v[rows] for k, v in next(it).items()} for _ in range(count)]
-    return iter(grain.MapDataset.source(out).to_iter_dataset())
 
 
 def checksum(params) -> float:
@@ -51,7 +37,7 @@ def run(tag, mesh, n_proc=1, index=0):
     cfg.eval.num_images = 0
     cfg.mesh.update(mesh)
     per = cfg.data.batch_size // n_proc
-    s = train.train(cfg, os.path.join(workdir, tag), data_iter=fixed_batches(cfg, 3, slice(index * per, (index + 1) * per)))
+    s = train.train(cfg, os.path.join(workdir, tag), data_iter=as_iterator(fixed_batches(cfg, files, 3, slice(index * per, (index + 1) * per))))
     params = jax.tree.leaves(s["state"]["params"])
     gathered = [np.asarray(jax.experimental.multihost_utils.process_allgather(p, tiled=True)) for p in params]
     return [h["loss"] for h in s["history"]], gathered

@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 import pytest
 
-# CLIs turn on JAX's persistent compilation cache (samjax.compilation_cache); in tests it lives in a temp dir shared
+# CLIs turn on JAX's persistent compilation cache (samjax.runtime); in tests it lives in a temp dir shared
 # by this session's subprocesses and removed at exit (nothing is written to ~/.cache).
 if "SAMJAX_COMPILATION_CACHE" not in os.environ:
     os.environ["SAMJAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")

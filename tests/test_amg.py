@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import amg_utils as U
-from samjax import mask_io
+from samjax.amg import geometry as U
+from samjax.amg import mask_io
 from samjax.amg import AutomaticMaskGenerator
 from samjax.convert import from_torch
 from samjax.infer import Predictor

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samjax import checkpoint
+from samjax.weights import store
 from samjax.amg import AutomaticMaskGenerator
-from samjax.amg_cli import main
+from samjax.amg.__main__ import main
 from samjax.convert import from_torch
 from samjax.infer import Predictor
 from tests.amg_model import AMG_CONFIG, synthetic_image, trained_official
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     """(checkpoint dir, input folder, {stem: image}, generator with the CLI's options)."""
     root = tmp_path_factory.mktemp("amg_cli")
     params = from_torch(trained_official().state_dict(), AMG_CONFIG)
-    ckpt = checkpoint.save_model(root / "ckpt", jax.device_get(params), AMG_CONFIG)
+    ckpt = store.save_model(root / "ckpt", jax.device_get(params), AMG_CONFIG)
     inp = root / "in"
     inp.mkdir()
     a, b = synthetic_image(3, 1, 120, 160, 10)[0], synthetic_image(3, 2, 144, 112, 10)[0]

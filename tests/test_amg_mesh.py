@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import checkpoint
+from samjax.weights import store
 from samjax.amg import AutomaticMaskGenerator
 from samjax.convert import from_torch
 from samjax.infer import Predictor
@@ -109,7 +109,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_equal_one(params, images, tmp_path):
-    ckpt = checkpoint.save_model(tmp_path / "ckpt", jax.device_get(params), AMG_CONFIG)
+    ckpt = store.save_model(tmp_path / "ckpt", jax.device_get(params), AMG_CONFIG)
     np.savez(tmp_path / "images.npz", **{f"im{i}": im for i, im in enumerate(images)})
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

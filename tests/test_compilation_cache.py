@@ -1,15 +1,15 @@
-"""samjax.compilation_cache: a second process finds the first one's compiled programs on disk."""
+"""samjax.runtime.enable_compilation_cache: a second process finds the first one's compiled programs on disk."""
 
 import os
 import subprocess
 import sys
 
-from samjax import compilation_cache
+from samjax import runtime
 
 PROGRAM = """
 import jax, jax.numpy as jnp
-from samjax import compilation_cache
-print(compilation_cache.enable(min_compile_seconds=0.0))
+from samjax import runtime
+print(runtime.enable_compilation_cache(min_compile_seconds=0.0))
 f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
 print(float(f(jnp.ones((64, 64)))))
 """
@@ -27,5 +27,5 @@ def test_second_process_reads_the_cache(tmp_path):
 
 
 def test_off_disables(monkeypatch):
-    monkeypatch.setenv(compilation_cache.ENV, "off")
-    assert compilation_cache.enable() is None
+    monkeypatch.setenv(runtime.CACHE_ENV, "off")
+    assert runtime.enable_compilation_cache() is None

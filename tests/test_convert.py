@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import checkpoint, convert, infer
+from samjax import convert, infer
+from samjax.weights import store
 from samjax.models import SamConfig
 from tests.conftest import TINY_CONFIGS
 from tests.official import build_official, import_official, randomize_
@@ -77,7 +78,7 @@ def test_cli_errors(tmp_path, capsys):
 def test_load_rejects_params_of_another_size(tmp_path):
     small, other = TINY_CONFIGS["tiny_windowed"], TINY_CONFIGS["tiny_noabs_deep"]
     params = convert.from_torch(convert.random_state_dict(small), small)
-    checkpoint.save_model(tmp_path / "ck", params, small)
+    store.save_model(tmp_path / "ck", params, small)
     (tmp_path / "ck" / "config.json").write_text(other.to_json())
     with pytest.raises(ValueError, match="do not match"):
         infer.load(tmp_path / "ck")
@@ -124,8 +125,8 @@ def test_vit_b_1024_official_pth_through_cli_matches_official(tmp_path, photo):
 
 
 def test_pth_reader_matches_torch_load(tmp_path):
-    """samjax.pth reads what torch.save writes, without torch: every dtype, views, non-contiguous tensors."""
-    from samjax import pth
+    """samjax.weights.pth reads what torch.save writes, without torch: every dtype, views, non-contiguous tensors."""
+    from samjax.weights import pth
 
     sd = {k: v for k, v in build_official(TINY_CONFIGS["tiny_windowed"]).state_dict().items()}
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
@@ -150,7 +151,7 @@ def test_pth_reader_refuses_code(tmp_path):
     import pickle
     import zipfile
 
-    from samjax import pth
+    from samjax.weights import pth
 
     class Evil:
         def __reduce__(self):

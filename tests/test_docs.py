@@ -215,13 +215,13 @@ def check_module_command(args: list[str], capsys) -> None:
 
 def check_train_command(args: list[str]) -> None:
     """--experiment loads, every --config override applies, the mesh divides the global batch."""
-    from samjax import experiment
+    from samjax.training import config as training_config
 
     opts = dict(a.split("=", 1) for a in args if a.startswith(("--experiment=", "--workdir=")))
     assert set(opts) == {"--experiment", "--workdir"}, args
-    cfg = experiment.load_experiment(opts["--experiment"])
-    experiment.apply_overrides(cfg, [a for a in args if a.startswith("--config.")])
-    experiment.model_config(cfg)  # a valid SamConfig
+    cfg = training_config.load_experiment(opts["--experiment"])
+    training_config.apply_overrides(cfg, [a for a in args if a.startswith("--config.")])
+    training_config.model_config(cfg)  # a valid SamConfig
     fixed = [s for s in (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor) if s != -1]
     shards = 1
     for s in fixed[:2] if cfg.mesh.tensor == 1 else fixed:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samjax import checkpoint, convert, figures
+from samjax import convert, figures
+from samjax.weights import store
 from tests.amg_model import AMG_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ def model_dir(tmp_path_factory):
     """A training workdir layout: WORKDIR/model (random weights), checkpoints/40, eval.json."""
     work = tmp_path_factory.mktemp("figures") / "tiny_run"
     params = convert.from_torch(convert.random_state_dict(AMG_CONFIG, seed=1), AMG_CONFIG)
-    checkpoint.save_model(work / "model", params, AMG_CONFIG)
+    store.save_model(work / "model", params, AMG_CONFIG)
     (work / "checkpoints" / "40").mkdir(parents=True)
     (work / "eval.json").write_text(json.dumps({"miou_1pt": 0.123, "num_masks": 7}))
     return work / "model"

@@ -13,7 +13,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from samjax import amg_cli, convert, demo, evaluate, infer, runtime, train
+from samjax import convert, demo, evaluate, infer, runtime, train
+from samjax.amg import cli as amg_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = "sam_vit_b_01ec64.pth"  # every checkpoint message names the official files

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samjax import losses
+from samjax.training import losses
 
 
 def _sig(x):

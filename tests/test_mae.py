@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import mae
+from samjax.weights import mae
 from samjax.models import SamConfig
 
 CFG = SamConfig(image_size=64, patch_size=16, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,

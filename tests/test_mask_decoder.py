@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from samjax.models import IGNORE, Sam, decode_prompts, image_cache, init_params
-from samjax.models.mask_decoder import MaskDecoder
+from samjax.models.sam.mask_decoder import MaskDecoder
 from tests.conftest import TINY_CONFIGS
 
 CFG = TINY_CONFIGS["tiny_windowed"]

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from samjax import metrics
+from samjax.training import metrics
 from samjax.models import Sam, SamConfig, init_params
 
 CFG = SamConfig(image_size=64, patch_size=8, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from samjax import optim
+from samjax.training import optim
 from samjax.models import SamConfig, abstract_params
 from tests.conftest import stand_in_params
 

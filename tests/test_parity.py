@@ -14,7 +14,7 @@ import pytest
 
 from samjax.convert import from_torch
 from samjax.infer import Predictor
-from samjax.models import Sam, image_encoder
+from samjax.models.sam import Sam, image_encoder
 from tests.conftest import TINY_CONFIGS, stand_in_params
 from tests.official import build_official, import_official, state_dict_numpy
 
@@ -143,19 +143,3 @@ def test_predict_batch_matches_predict_torch(tiny_config, photo):
             np.testing.assert_allclose(o_low, r_low.numpy(), atol=ATOL, rtol=0)
             np.testing.assert_allclose(o_iou, r_iou.numpy(), atol=ATOL, rtol=0)
             assert_masks_match(o_masks, r_logits.numpy() > 0, r_logits.numpy())
-
-
-@pytest.mark.parametrize("qkv_bias", [True, False])
-def test_unpadded_projection_is_the_official_order(monkeypatch, qkv_bias):
-    """Windowed blocks project q/k/v on the unpadded grid and fill the padding with a zero token's projection
-    (image_encoder.PROJECT_UNPADDED); partitioning the normalised input first, as the official code, gives the same
-    numbers. Grid 8 in windows of 3: padded to 9 x 9, 17 of its 81 positions are padding."""
-    cfg = TINY_CONFIGS["tiny_windowed"].replace(encoder_qkv_bias=qkv_bias)
-    params = stand_in_params(cfg, scale=0.3)
-    images = jnp.asarray(np.random.default_rng(0).standard_normal((2, cfg.image_size, cfg.image_size, 3)), jnp.float32)
-    out = {}
-    for unpadded in (True, False):
-        monkeypatch.setattr(image_encoder, "PROJECT_UNPADDED", unpadded)
-        out[unpadded] = np.asarray(Sam(cfg).apply({"params": params}, images, method=Sam.embed_images))
-    np.testing.assert_allclose(out[True], out[False], atol=1e-6, rtol=0)
-    assert np.abs(out[False]).max() > 0.1

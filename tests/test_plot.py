@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samjax import metrics, plot
+from samjax import plot
+from samjax.training import metrics
 
 
 @pytest.fixture()

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import checkpoint, infer
+from samjax import infer
+from samjax.weights import store
 from samjax.models import SamConfig, init_params
 from tests.conftest import TINY_CONFIGS, stand_in_params
 
@@ -135,7 +136,7 @@ def test_set_image_resets_state(predictor, photo, tall_photo):
 
 def test_one_liner_from_a_converted_checkpoint(tmp_path, photo, monkeypatch):
     params = init_params(CFG, jax.random.key(2))
-    checkpoint.save_model(tmp_path / "ck", params, CFG)
+    store.save_model(tmp_path / "ck", params, CFG)
     masks, scores, logits = infer.predict(photo, [[100, 100], [200, 150]], checkpoint=tmp_path / "ck")
     assert masks.shape == (3, 300, 451) and scores.shape == (3,)
     ref = infer.Predictor(CFG, params)
@@ -175,7 +176,7 @@ def test_config_validation():
 def test_demo_with_a_checkpoint_dir(tmp_path):
     from samjax import demo
 
-    checkpoint.save_model(tmp_path / "ck", init_params(CFG, jax.random.key(3)), CFG)
+    store.save_model(tmp_path / "ck", init_params(CFG, jax.random.key(3)), CFG)
     assert demo.main(["--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), "--point", "100,80"]) == 0
     from PIL import Image
 
@@ -201,7 +202,7 @@ def test_params_of_another_config_are_rejected():
 
 
 @pytest.mark.parametrize("per_prompt", [False, True])
-def test_decoding_in_groups_equals_one_call(monkeypatch, per_prompt):
+def test_decoding_in_groups_equals_one_call(per_prompt):
     """decode_prompts in groups (lax.map; the CPU default) gives what one call over all prompts gives: shared or
     per-prompt embeddings, with mask prompts, all outputs."""
     from samjax.models import sam  # noqa: PLC0415
@@ -213,13 +214,12 @@ def test_decoding_in_groups_equals_one_call(monkeypatch, per_prompt):
     coords = rng.uniform(0, CFG.image_size, (p, 3, 2)).astype(np.float32)
     labels = rng.integers(0, 2, (p, 3)).astype(np.int32)
     masks = rng.standard_normal((p, 4 * g, 4 * g)).astype(np.float32)
-    run = lambda: sam.decode_prompts(params, CFG, emb, coords, labels, masks, all_outputs=True)  # noqa: E731
-    monkeypatch.setattr(sam, "CPU_DECODE_GROUP", 2)
-    assert sam.decode_group_size(p) == 2 and sam.decode_group_size(3) == 3
-    grouped = run()
-    monkeypatch.setattr(sam, "CPU_DECODE_GROUP", p)
-    assert sam.decode_group_size(p) == p
-    whole = run()
+    run = lambda group: sam.decode_prompts(params, CFG, emb, coords, labels, masks, all_outputs=True,  # noqa: E731
+                                           group=group)
+    assert sam.decode_group_size(p, 2) == 2 and sam.decode_group_size(3, 2) == 3 and sam.decode_group_size(p, p) == p
+    assert sam.decode_group_size(p) == sam.DECODE_GROUP["cpu"]  # the platform's default (this suite runs on CPU)
+    grouped = run(2)
+    whole = run(p)
     assert grouped[0].shape == whole[0].shape == (p, 4, 4 * g, 4 * g)
     for a, b in zip(grouped, whole):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
@@ -234,7 +234,7 @@ def test_decoding_in_groups_equals_one_call(monkeypatch, per_prompt):
 def test_tiled_upsampling_equals_the_dense_interpolation(low, input_hw, out_hw):
     """postprocess_masks multiplies only the non-zero band of each axis' interpolation matrix (row tiles with
     their input windows); it must give the dense product up to float rounding, for any size and tile count."""
-    from samjax.models import transforms as T  # noqa: PLC0415
+    from samjax import transforms as T  # noqa: PLC0415
 
     image_size = low * 4
     x = np.random.default_rng(0).standard_normal((2, 3, low, low)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""samjax.resolution: parameters trained at one image size, grown to another (training's low_res stage)."""
+"""samjax.weights.resolution: parameters trained at one image size, grown to another (training's low_res stage)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import resolution
+from samjax.weights import resolution
 from samjax.models import SamConfig, abstract_params, init_params
 
 SMALL = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,

@@ -1,4 +1,4 @@
-"""Every parameter carries logical axis names from the one vocabulary in samjax.sharding."""
+"""Every parameter carries logical axis names from the one vocabulary in samjax.parallel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec
 
-from samjax import sharding
+from samjax import parallel
 from samjax.models import SamConfig, abstract_params, param_logical_axes
 from tests.conftest import TINY_CONFIGS
 
@@ -20,13 +20,13 @@ def test_every_param_has_vocabulary_axes(config):
     assert len(spec_leaves) == len(jax.tree.leaves(shapes))
     for spec, shape in zip(spec_leaves, jax.tree.leaves(shapes)):
         assert isinstance(spec, PartitionSpec) and len(spec) == len(shape.shape)
-    sharding.check_axes(name for spec in spec_leaves for name in spec)
+    parallel.check_axes(name for spec in spec_leaves for name in spec)
 
 
 def test_vit_b_rules_shard_the_encoder_and_replicate_the_decoder():
     specs = param_logical_axes(SamConfig.vit_b())
-    mesh = jax.make_mesh((1, 1, 1), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    shardings = nn.logical_to_mesh_sharding(specs, mesh, sharding.DEFAULT_RULES)
+    mesh = jax.make_mesh((1, 1, 1), parallel.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, parallel.DEFAULT_RULES)
     blk = shardings["image_encoder"]["blocks_0"]
     assert blk["mlp"]["lin1"]["kernel"].spec == PartitionSpec("fsdp", "tensor")
     assert blk["attn"]["qkv"]["kernel"].spec == PartitionSpec("fsdp", "tensor")
@@ -37,4 +37,4 @@ def test_vit_b_rules_shard_the_encoder_and_replicate_the_decoder():
 
 def test_unknown_axis_names_are_rejected():
     with pytest.raises(ValueError, match="embedd"):
-        sharding.check_axes(["embed", "embedd"])
+        parallel.check_axes(["embed", "embedd"])

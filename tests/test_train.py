@@ -11,10 +11,17 @@ import jax
 import numpy as np
 import pytest
 
-from samjax import experiment, train
+import grain
+
+from samjax import parallel, train
+from samjax.data.pipeline import PipelineConfig, make_iterator
 from samjax.data.sa1b import convert
 from samjax.data.synthetic import write_synthetic
 from samjax.models import SamConfig
+from samjax.training import config as training_config
+from samjax.training import init as train_init
+from samjax.training import stages
+from samjax.training.loop import NonFiniteError
 
 TINY_MODEL = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,
                        window_size=2, encoder_global_attn_indexes=(1,), prompt_embed_dim=16, mask_in_chans=4,
@@ -31,7 +38,7 @@ def tfrecords(tmp_path_factory):
 
 
 def tiny_config(files: str, **train_overrides):
-    c = experiment.base_config()
+    c = training_config.base_config()
     c.model = TINY_MODEL.replace(encoder_drop_path_rate=0.1).to_dict()
     c.data.update(train_files=files, eval_files=files, batch_size=4, max_masks_per_image=4, worker_count=0,
                   shuffle_window=4, cycle_length=2)
@@ -41,6 +48,21 @@ def tiny_config(files: str, **train_overrides):
                       **train_overrides})
     c.eval.update(every=0, num_images=2, max_masks_per_image=4, batch_masks=4, clicks=(1, 2))
     return c
+
+
+def fixed_batches(cfg, files: str, count: int, rows=slice(None)):
+    """`count` global batches read by one pipeline reader (the same for every mesh layout), this process's `rows` of
+    each, as a checkpointable grain iterator (what `train(data_iter=)` takes)."""
+    mc = training_config.model_config(cfg)
+    it = make_iterator(PipelineConfig(files=files, image_size=mc.image_size, mask_size=mc.mask_input_size,
+                                      max_masks_per_image=cfg.data.max_masks_per_image, batch_size=cfg.data.batch_size,
+                                      shuffle_window=4, process_index=0, process_count=1))
+    batches = [{k: v[rows] for k, v in next(it).items()} for _ in range(count)]
+    return batches
+
+
+def as_iterator(batches: list[dict]):
+    return iter(grain.MapDataset.source(batches).to_iter_dataset())
 
 
 def _params(summary):
@@ -72,11 +94,11 @@ def test_loss_falls_and_exports(tfrecords, tmp_path):
 
 
 def test_tied_decoder_qk_init_keeps_the_layout():
-    cfg = experiment.base_config()
+    cfg = training_config.base_config()
     cfg.model = TINY_MODEL.to_dict()
-    plain = train.initial_params(cfg, TINY_MODEL)
+    plain = train_init.initial_params(cfg, TINY_MODEL)
     cfg.init.decoder_qk_gain = 4.0
-    tied = train.initial_params(cfg, TINY_MODEL)
+    tied = train_init.initial_params(cfg, TINY_MODEL)
     # same tree, names and shapes (official checkpoints still load); only decoder q/k kernels change
     assert jax.tree.structure(plain) == jax.tree.structure(tied)
     assert jax.tree.map(np.shape, plain) == jax.tree.map(np.shape, tied)
@@ -114,8 +136,8 @@ def test_resume_is_bit_identical(tfrecords, tmp_path, optimizer):
 
 
 def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
-    from samjax.checkpoint import load_model
-    from samjax.resolution import grow_params
+    from samjax.weights.store import load_model
+    from samjax.weights.resolution import grow_params
 
     cfg = tiny_config(tfrecords, num_steps=0)
     cfg.low_res.update(image_size=(16,), num_steps=(3,), lr=(2e-2,))
@@ -129,7 +151,7 @@ def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
     for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(grow_params(low, low_cfg, main_cfg))):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(start["mask_decoder"]["iou_token"]["embedding"],
-                              train.initial_params(cfg, main_cfg)["mask_decoder"]["iou_token"]["embedding"])
+                              train_init.initial_params(cfg, main_cfg)["mask_decoder"]["iou_token"]["embedding"])
     # the stage ran with its own lr, held after the warmup (no decay), and without eval
     with open(tmp_path / "run" / "low_res" / "config.json") as f:
         stage = json.load(f)
@@ -151,8 +173,8 @@ def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
 def test_two_low_res_stages_each_from_the_one_before(tfrecords, tmp_path):
     """low_res (16, 24) before 32 px: 16 px in WORKDIR/low_res/low_res, 24 px in WORKDIR/low_res, each stage (and the
     main one) starting from the stage before it, grown; each with its own lr and step count."""
-    from samjax.checkpoint import load_model
-    from samjax.resolution import grow_params
+    from samjax.weights.store import load_model
+    from samjax.weights.resolution import grow_params
 
     cfg = tiny_config(tfrecords, num_steps=0)
     cfg.low_res.update(image_size=(16, 24), num_steps=(2, 1), lr=(2e-2, 1e-2))
@@ -181,26 +203,38 @@ def test_two_low_res_stages_each_from_the_one_before(tfrecords, tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_then_abort(tfrecords, tmp_path):
-    s = train.train(tiny_config(tfrecords, num_steps=3, debug_nonfinite_steps=(1,)), str(tmp_path / "skip"))
+    """Corrupt batches (NaN boxes; every first prompt a box) make their steps' loss NaN: the update is skipped and
+    counted, later steps train on; too many in a row stop the run with NonFiniteError."""
+    cfg = tiny_config(tfrecords, num_steps=3)
+    cfg.prompts.box_prob = 1.0
+    batches = fixed_batches(cfg, tfrecords, 6)
+    poisoned = [dict(b, boxes=np.full_like(b["boxes"], np.nan)) for b in batches]
+    s = train.train(cfg, str(tmp_path / "skip"), data_iter=as_iterator([batches[0], poisoned[1], batches[2]]))
     assert int(s["state"]["nonfinite"]) == 1 and int(s["state"]["streak"]) == 0
+    assert [h["finite"] for h in s["history"]] == [1.0, 0.0, 1.0]
     assert np.all([np.isfinite(p).all() for p in _params(s)])
-    with pytest.raises(train.NonFiniteError, match="2 consecutive"):
-        train.train(tiny_config(tfrecords, num_steps=6, debug_nonfinite_steps=(0, 1, 2), max_nonfinite_in_row=2),
-                    str(tmp_path / "abort"))
+    cfg.train.update(num_steps=6, max_nonfinite_in_row=2)
+    with pytest.raises(NonFiniteError, match="2 consecutive"):
+        train.train(cfg, str(tmp_path / "abort"), data_iter=as_iterator([batches[0], *poisoned[1:]]))
 
 
 def test_overrides_and_experiments():
-    c = experiment.load_experiment("tiny_synthetic")
-    experiment.apply_overrides(c, ["--config.optim.lr=1e-4", "--config.model.encoder_global_attn_indexes=(1,)",
+    c = training_config.load_experiment("tiny_synthetic")
+    c = training_config.apply_overrides(c, ["--config.optim.lr=1e-4", "--config.model.encoder_global_attn_indexes=(1,)",
                                    "--config.train.async_ckpt=false", "--config.data.train_files=/x/*.tfrecord",
                                    "--config.optim.warmup_steps=7", "--config.optim.decay_steps=(5,9)"])
     assert c.optim.lr == 1e-4 and c.train.async_ckpt is False and c.data.train_files == "/x/*.tfrecord"
-    assert experiment.model_config(c).encoder_global_attn_indexes == (1,) and c.optim.decay_steps == (5, 9)
-    with pytest.raises(KeyError, match="no field"):
-        experiment.apply_overrides(c, ["--config.optim.nope=1"])
-    with pytest.raises(ValueError, match="expected int"):
-        experiment.apply_overrides(c, ["--config.train.num_steps=abc"])
-    vith, vitl, vitb = (experiment.load_experiment(n) for n in ("sa1b_vith", "sa1b_vitl", "sa1b_vitb"))
+    assert training_config.model_config(c).encoder_global_attn_indexes == (1,) and c.optim.decay_steps == (5, 9)
+    with pytest.raises(ValueError, match="no field 'nope' in config.optim"):
+        training_config.apply_overrides(c, ["--config.optim.nope=1"])
+    with pytest.raises(ValueError, match="num_steps=abc"):
+        training_config.apply_overrides(c, ["--config.train.num_steps=abc"])
+    rules = training_config.apply_overrides(c, ['--config.mesh.rules=(("embed","tensor"),("mlp",None))'])
+    assert training_config.sharding_rules(rules) == (("embed", "tensor"), ("mlp", None))
+    assert training_config.sharding_rules(c) == parallel.DEFAULT_RULES
+    with pytest.raises(ValueError, match="not in samjax.parallel's vocabulary"):
+        training_config.sharding_rules(training_config.apply_overrides(c, ['--config.mesh.rules=(("embd","fsdp"),)']))
+    vith, vitl, vitb = (training_config.load_experiment(n) for n in ("sa1b_vith", "sa1b_vitl", "sa1b_vitb"))
     assert (vith.optim.lr, vitl.optim.lr, vitb.optim.lr) == (8e-4, 4e-4, 8e-4)
     assert (vith.optim.layer_decay, vitl.optim.layer_decay, vitb.optim.layer_decay) == (0.8, 0.8, 0.6)
     assert (vith.model.encoder_drop_path_rate, vitb.model.encoder_drop_path_rate) == (0.4, 0.6)
@@ -208,17 +242,17 @@ def test_overrides_and_experiments():
     assert vith.train.num_steps == 90000 and tuple(vith.optim.decay_steps) == (60000, 86666)
     assert vitl.train.num_steps == 180000 and tuple(vitl.optim.decay_steps) == (120000, 173332)
     assert vith.optim.warmup_steps == 250 and vith.data.max_masks_per_image == 64
-    assert experiment.model_config(vith).encoder_embed_dim == 1280
+    assert training_config.model_config(vith).encoder_embed_dim == 1280
     for paper in (vith, vitl, vitb):  # tiny_synthetic's deviations stay in its own file
         assert (paper.prompts.num_click_rounds, paper.prompts.no_click_rounds, paper.prompts.box_prob) == (8, 2, 0.5)
         assert (paper.loss.focal_weight, paper.loss.dice_weight, paper.loss.iou_weight) == (20.0, 1.0, 1.0)
-    ft = experiment.load_experiment("finetune")
+    ft = training_config.load_experiment("finetune")
     assert ft.init.kind == "sam"
     # progressive resizing from the command line: a tuple per field, a bare number is one stage, 0 is none
-    tiny = experiment.load_experiment("tiny_synthetic")
-    assert [st["image_size"] for st in train.low_res_stages(tiny)] == [64, 96] and not train.low_res_stages(vith)
-    one = experiment.apply_overrides(tiny, ["--config.low_res.image_size=64", "--config.low_res.max_seconds=300"])
-    assert train.low_res_stages(one) == [{"image_size": 64, "max_seconds": 300.0, "num_steps": 0, "lr": 0}]
-    assert train.low_res_stages(experiment.apply_overrides(tiny, ["--config.low_res.image_size=0"])) == []
+    tiny = training_config.load_experiment("tiny_synthetic")
+    assert [st["image_size"] for st in stages.low_res_stages(tiny)] == [64, 96] and not stages.low_res_stages(vith)
+    one = training_config.apply_overrides(tiny, ["--config.low_res.image_size=64", "--config.low_res.max_seconds=300"])
+    assert stages.low_res_stages(one) == [{"image_size": 64, "max_seconds": 300.0, "num_steps": 0, "lr": 0}]
+    assert stages.low_res_stages(training_config.apply_overrides(tiny, ["--config.low_res.image_size=0"])) == []
     with pytest.raises(FileNotFoundError, match="tiny_synthetic"):
-        experiment.load_experiment("no_such_experiment")
+        training_config.load_experiment("no_such_experiment")

@@ -29,18 +29,19 @@ def test_vith_train_step_compiles_and_fits_v5p():
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from benchmarks.tpu_aot import bytes_in_use, cost
-    from samjax import experiment, train, train_state
+    from samjax import train
+    from samjax.training import config as training_config, state as train_state
     from samjax.models import attention
 
     topo = topologies.get_topology_desc(topology_name=os.environ.get("SAMJAX_AOT_TOPOLOGY", "v5p:4x4x4"),
                                         platform="tpu")
     shape = tuple(int(s) for s in os.environ.get("SAMJAX_AOT_MESH", "8,8,1").split(","))
-    mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(shape), train_state.MESH_AXES,
+    mesh = jax.sharding.Mesh(np.asarray(topo.devices).reshape(shape), parallel.MESH_AXES,
                              axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    cfg = experiment.load_experiment("sa1b_vith")
+    cfg = training_config.load_experiment("sa1b_vith")
     cfg.model.encoder_remat = True
     cfg.prompts.remat_rounds = True
-    mc = experiment.model_config(cfg)
+    mc = training_config.model_config(cfg)
     tx, step, abstract, _ = train.compiled_step(cfg, mc, mesh)  # eager setup runs on CPU (JAX_PLATFORMS=cpu)
     with jax.set_mesh(mesh), attention.for_platform("tpu"):  # `auto` resolved as on a TPU host
         nan = jax.ShapeDtypeStruct((8,), np.int32, sharding=NamedSharding(mesh, P()))

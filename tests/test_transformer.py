@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samjax.models import transformer as T
+from samjax.models.sam import transformer as T
 
 PLANS = list(itertools.product(["standard", "k_into_q", "q_into_k"], ["standard", "v_late", "o_early"]))
 

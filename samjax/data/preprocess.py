@@ -30,16 +30,11 @@ from pycocotools import mask as mask_utils
 
 from samjax.data import rle
 from samjax.data.example import Record
+from samjax.transforms import get_preprocess_shape, resize_and_pad
 
 
 class ImageDecodeError(ValueError):
     """The record's image does not decode or does not match its declared size."""
-
-
-def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
-    """Size after resizing the longest side to `long_side` (official rounding)."""
-    scale = long_side * 1.0 / max(old_h, old_w)
-    return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
 
 
 def decode_image(rec: Record) -> np.ndarray:
@@ -53,16 +48,6 @@ def decode_image(rec: Record) -> np.ndarray:
         raise ImageDecodeError(f"image {rec['image_id']}: JPEG is {img.shape[:2]}, record says "
                                f"{(rec['height'], rec['width'])}")
     return img
-
-
-def resize_and_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(H, W, 3) uint8 -> ((size, size, 3) uint8, (h, w)) : longest side to `size`, PIL bilinear, zero pad."""
-    h, w = get_preprocess_shape(img.shape[0], img.shape[1], size)
-    if (h, w) != img.shape[:2]:
-        img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-    out = np.zeros((size, size, 3), np.uint8)
-    out[:h, :w] = img
-    return out, (h, w)
 
 
 def select_masks(rec: Record, max_masks: int, max_area_fraction: float, seed: int, epoch: int = 0) -> np.ndarray:

@@ -1,14 +1,15 @@
-"""SAM in Flax Linen: config, modules and parameter builders."""
+"""Flax Linen modules of the SAM family, one subpackage per family; shared layers in `common` and `attention`.
 
-from samjax.models.config import SamConfig
-from samjax.models.image_encoder import ImageEncoderViT
-from samjax.models.mask_decoder import MaskDecoder, upscale_masks
-from samjax.models.prompt_encoder import IGNORE, NOT_A_POINT, PromptEncoder
-from samjax.models.sam import Sam, abstract_params, decode_prompts, image_cache, init_params, param_logical_axes
-from samjax.models.transformer import TwoWayTransformer
+The SAM names are re-exported here (`from samjax.models import SamConfig, Sam, init_params`). Models import
+nothing from training, data, inference, automatic masks or weights.
+"""
+
+from samjax.models.sam import (BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT, ImageEncoderViT, MaskDecoder,
+                               PromptEncoder, Sam, SamConfig, TwoWayTransformer, abstract_params, decode_group_size,
+                               decode_prompts, image_cache, init_params, param_logical_axes, upscale_masks)
 
 __all__ = [
     "SamConfig", "Sam", "ImageEncoderViT", "PromptEncoder", "MaskDecoder", "TwoWayTransformer",
-    "init_params", "abstract_params", "param_logical_axes", "decode_prompts", "image_cache", "upscale_masks",
-    "IGNORE", "NOT_A_POINT",
+    "init_params", "abstract_params", "param_logical_axes", "decode_prompts", "decode_group_size", "image_cache",
+    "upscale_masks", "IGNORE", "NOT_A_POINT", "BOX_TOP_LEFT", "BOX_BOTTOM_RIGHT",
 ]

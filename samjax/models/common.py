@@ -1,6 +1,6 @@
 """Layers shared by the three SAM modules (official: segment_anything/modeling/common.py).
 
-Every parameter is created through `nn.with_logical_partitioning` with names from `samjax.sharding`, so a
+Every parameter is created through `nn.with_logical_partitioning` with names from `samjax.parallel`, so a
 mesh can shard it later. Parameters are float32; `dtype` is the compute dtype. Layout is NHWC throughout.
 """
 

@@ -1,0 +1,137 @@
+"""The update step: one jax.jit over the (data, fsdp, tensor) mesh, with explicit in/out shardings and the state
+donated.
+
+One step: images (B, S, S, 3) uint8 -> normalise -> image encoder once per image -> for the B x M masks, the
+11-round prompt simulation through the mask decoder (samjax.training.prompts) -> loss -> AdamW or Muon
+(samjax.training.optim), gradient accumulation over microbatches when train.grad_accum > 1. A step whose loss or
+gradient is not finite leaves the parameters and optimizer state as they were and counts itself in the state.
+
+`StepConfig` holds everything the compiled step depends on and is the only thing `make_train_step` reads, so the
+cache of compiled steps (`compiled_step`), keyed on it and the mesh, cannot hand out a step built for other
+settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from samjax import parallel
+from samjax import transforms as T
+from samjax.models import Sam, SamConfig, abstract_params
+from samjax.training import config as config_lib
+from samjax.training import optim, prompts, state
+from samjax.training.input import TRAIN_KEYS
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What shapes the compiled train step (hashable): the model, the prompt simulation, the loss, the optimizer,
+    the batch (images x masks), gradient accumulation and the logical-axis rules."""
+
+    model: SamConfig
+    prompts: prompts.PromptConfig
+    loss: ml_collections.FrozenConfigDict
+    optim: ml_collections.FrozenConfigDict
+    batch_size: int
+    max_masks: int
+    grad_accum: int
+    rules: parallel.Rules
+
+    @classmethod
+    def from_config(cls, cfg: ml_collections.ConfigDict) -> "StepConfig":
+        return cls(model=config_lib.model_config(cfg), prompts=prompts.PromptConfig(**cfg.prompts.to_dict()),
+                   loss=ml_collections.FrozenConfigDict(cfg.loss.to_dict()),
+                   optim=ml_collections.FrozenConfigDict(cfg.optim.to_dict()),
+                   batch_size=int(cfg.data.batch_size), max_masks=int(cfg.data.max_masks_per_image),
+                   grad_accum=int(cfg.train.grad_accum), rules=config_lib.sharding_rules(cfg))
+
+
+def compiled_step(cfg: ml_collections.ConfigDict | StepConfig, mesh):
+    """(tx, jitted step, abstract state, shardings) for `cfg` on `mesh`, cached: repeated runs in one process (tests,
+    resumes, stages at the same size) build and compile the step once."""
+    sc = cfg if isinstance(cfg, StepConfig) else StepConfig.from_config(cfg)
+    return _compiled_step(sc, mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(sc: StepConfig, mesh):
+    tx = optim.make_optimizer(sc.optim, abstract_params(sc.model), sc.model.encoder_depth)
+    abstract, shardings = state.abstract_state(sc.model, tx, mesh, sc.rules)
+    return tx, make_train_step(sc, tx, mesh, shardings), abstract, shardings
+
+
+def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shardings):
+    """jit(state, batch) -> (state, metrics); batch: the global batch of `TRAIN_KEYS` (samjax.training.input)."""
+    model_cfg = sc.model
+    model = Sam(model_cfg)
+    loss_kwargs = sc.loss.to_dict()
+    lr_fn = optim.schedule(sc.optim.lr, sc.optim.warmup_steps, tuple(sc.optim.decay_steps), sc.optim.decay_factor)
+    freeze = sc.optim.freeze_image_encoder
+    accum = sc.grad_accum
+    batch_sh = NamedSharding(mesh, P(parallel.BATCH_AXES))
+
+    def loss_fn(params, batch, rng):
+        k_drop, k_prompt = jax.random.split(rng)
+        images = T.normalize(batch["image"], batch["input_hw"], model_cfg.pixel_mean, model_cfg.pixel_std)
+        emb = model.apply({"params": params}, images, True, rngs={"dropout": k_drop}, method=Sam.embed_images)
+        if freeze:
+            emb = jax.lax.stop_gradient(emb)
+        b, m = batch["masks"].shape[:2]
+        emb = jax.lax.with_sharding_constraint(jnp.repeat(emb, m, axis=0), batch_sh)  # (B*M, g, g, C)
+        flat = lambda x: jax.lax.with_sharding_constraint(x.reshape(b * m, *x.shape[2:]), batch_sh)  # noqa: E731
+
+        def decode(coords, labels, prev, prev_valid):
+            return model.apply({"params": params}, emb, coords, labels, prev, prev_valid, all_outputs=True,
+                               method=Sam.decode)
+
+        return prompts.simulate(decode, flat(batch["masks"]), flat(batch["boxes"]), flat(batch["mask_valid"]),
+                                k_prompt, model_cfg.image_size, sc.prompts, loss_kwargs)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step_fn(state, batch):
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        params = state["params"]
+        if accum == 1:
+            (loss, aux), grads = grad_fn(params, batch, rng)
+        else:  # microbatch i = rows i, i + accum, ... (keeps each device's rows local)
+            micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+            shapes = jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng))
+
+            def body(acc, xs):
+                i, mb = xs
+                (l, a), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, acc, ((l, a), g)), None
+
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            ((loss, aux), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+            loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+        gnorm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        updates, new_opt = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = {
+            "step": state["step"] + 1, "params": keep(new_params, params), "opt_state": keep(new_opt, state["opt_state"]),
+            "rng": state["rng"], "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
+            "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
+        }
+        out = dict(aux, loss=loss, grad_norm=gnorm, lr=lr_fn(state["step"]), finite=finite,
+                   streak=new_state["streak"] + 0, nonfinite=new_state["nonfinite"] + 0)
+        return new_state, out
+
+    def traced(state, batch):
+        with nn.logical_axis_rules(sc.rules):
+            return step_fn(state, batch)
+
+    batch_shardings = {k: batch_sh for k in TRAIN_KEYS}
+    return jax.jit(traced, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
+                   donate_argnums=(0,))
