@@ -1,4 +1,4 @@
-"""Every command in the bash blocks of README.md and BUILD.md is exercised by a test or by CI, so none can rot.
+"""Every command in the bash blocks of README.md, BUILD.md and docs/evaluation.md is exercised by a test or by CI, so none can rot.
 
 REGISTRY maps each command, as written in the docs (continuation lines joined, trailing comments dropped), to the
 tests that exercise it. A command added to the docs without an entry fails `test_every_command_is_registered`; an
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "BUILD.md")
+DOCS = ("README.md", "BUILD.md", "docs/evaluation.md")
 CI = "CI: .ci/run"  # the command runs in CI (.ci/run -> make test on a clean clone)
 D = "tests/test_docs.py::"
 
@@ -69,10 +69,36 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m samjax.plot workdir/tiny_synthetic --out curves.png": (
         ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir", "tests/test_plot.py::test_cli_writes_png"),
         "on the workdir of a real (8-step) tiny_synthetic run"),
-    'python -m samjax.evaluate --checkpoint workdir/tiny_synthetic/model --data '
+    'python -m samjax.evaluate tfrecord --checkpoint workdir/tiny_synthetic/model --data '
     '"workdir/tiny_synthetic/data/eval/*.tfrecord"': (
         ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir",),
         "on the workdir of a real (8-step) tiny_synthetic run"),
+    # docs/evaluation.md: the paper's protocols with an official checkpoint and the public datasets (none here);
+    # the same tasks and flags run end to end on a tiny model and synthetic data in tests/evaluate/test_cli.py
+    'pip install -e ".[eval]"': (
+        (D + "test_pip_extras_exist", "tests/evaluate/test_protocols.py::test_lvis_ap_of_perfect_masks"),
+        "the extra exists; lvis's AP is tested where the package is installed"),
+    "python -m samjax.evaluate points --checkpoint ckpt/sam_vit_h --data sa23/ade20k/annotations.json "
+    "sa23/lvis/annotations.json --images sa23/ade20k/images sa23/lvis/images --out eval/points": (
+        (D + "test_module_commands", "tests/evaluate/test_cli.py::test_points_resumes_and_reports_per_dataset"),
+        "two COCO-format datasets of synthetic shapes, a tiny random model"),
+    "python -m samjax.evaluate edges --checkpoint ckpt/sam_vit_h --data BSR/BSDS500 --out eval/edges --workers 8": (
+        (D + "test_module_commands", "tests/evaluate/test_cli.py::test_edges",
+         "tests/evaluate/test_cli.py::test_edges_matching_in_worker_processes"),
+        "a BSDS500-layout folder of synthetic shapes (.mat ground truth), 2 workers"),
+    "python -m samjax.evaluate proposals --checkpoint ckpt/sam_vit_h --data lvis/lvis_v1_val.json --images coco "
+    "--out eval/proposals": (
+        (D + "test_module_commands", "tests/evaluate/test_cli.py::test_proposals_and_instances",
+         "tests/evaluate/test_protocols.py::test_ground_truth_as_proposals_recalls_everything"),
+        "COCO-format synthetic data through the CLI; an LVIS-format file by frequency in the protocol test"),
+    "python -m samjax.evaluate instances --checkpoint ckpt/sam_vit_h --data coco/annotations/instances_val2017.json "
+    "--images coco/val2017 --detections vitdet_h_coco_val2017.json --out eval/instances_coco": (
+        (D + "test_module_commands", "tests/evaluate/test_cli.py::test_proposals_and_instances"),
+        "ground-truth boxes as the detections"),
+    "python -m samjax.evaluate instances --checkpoint ckpt/sam_vit_h --data lvis/lvis_v1_val.json --images coco "
+    "--detections vitdet_h_lvis_v1_val.json --out eval/instances_lvis": (
+        (D + "test_module_commands", "tests/evaluate/test_protocols.py::test_lvis_ap_of_perfect_masks"),
+        "LVIS AP (the lvis package) of an LVIS-format synthetic file"),
     "python -m samjax.data.synthetic --out data/synthetic/raw --num-images 16 --size 96x128": (
         (D + "test_data_commands_run",), "run verbatim in a tmp dir"),
     "python -m samjax.data.sa1b --input data/synthetic/raw --output data/synthetic/tfrecord --num-shards 2": (
@@ -186,10 +212,10 @@ def test_registry_names_real_tests():
             assert name.startswith("test_") and name in _test_functions(ROOT / path), f"{command}: no {test}"
 
 
-def _module_help(module: str, capsys) -> str:
-    """`python -m MODULE --help`, run in-process as __main__; its help text (exit status 0)."""
+def _module_help(module: str, capsys, *before: str) -> str:
+    """`python -m MODULE [BEFORE...] --help`, run in-process as __main__; its help text (exit status 0)."""
     argv = sys.argv
-    sys.argv = [module, "--help"]
+    sys.argv = [module, *before, "--help"]
     try:
         with warnings.catch_warnings(), pytest.raises(SystemExit) as e:
             warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is imported already
@@ -206,6 +232,9 @@ def check_module_command(args: list[str], capsys) -> None:
     if not module.startswith(("samjax", "benchmarks")):
         return
     help_text = _module_help(module, capsys)
+    if module == "samjax.evaluate" and rest and not rest[0].startswith("-"):  # a task: its own --help
+        assert rest[0] in help_text, f"python -m samjax.evaluate: no task {rest[0]!r}"
+        help_text = _module_help(module, capsys, rest[0])
     if module == "samjax.train":
         check_train_command(rest)
         return

@@ -100,7 +100,7 @@ def test_documented_commands_on_a_training_workdir(session, tmp_path, capsys):
     assert "8 logged steps, 1..8" in capsys.readouterr().out
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     data = str(workdir / "data" / "eval" / "*.tfrecord")
-    assert evaluate.main(["--checkpoint", str(workdir / "model"), "--data", data, "--num-images", "2",
+    assert evaluate.main(["tfrecord", "--checkpoint", str(workdir / "model"), "--data", data, "--num-images", "2",
                           "--max-masks", "4", "--clicks", "1", "--out", str(tmp_path / "eval.json")]) == 0
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["num_images"] == 2 and 0.0 <= res["miou_1pt"] <= 1.0

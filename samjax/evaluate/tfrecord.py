@@ -1,6 +1,9 @@
-"""Evaluate a SAM checkpoint on SA-1B-format TFRecords: point-prompt mIoU and interactive clicks.
+"""Point-prompt mIoU and interactive clicks on SA-1B-format TFRecords: the held-out metric training reports.
 
-    python -m samjax.evaluate --checkpoint DIR --data "PATH/*.tfrecord" [--num-images 64] [--max-masks 16]
+    python -m samjax.evaluate tfrecord --checkpoint DIR --data "PATH/*.tfrecord" [--num-images 64] [--max-masks 16]
+
+(`samjax.train` calls `load_examples` + `evaluate` on its eval files; `points` is the paper's protocol on COCO-format
+datasets at full resolution.)
 
 Metrics (IoU on the m x m low-res grid of each mask, m = 4g, inside the image's valid region):
   miou_1pt         one point at the mask's interior centre (maximum of the distance transform), the
@@ -14,11 +17,8 @@ Prompts are in the official format, as SamPredictor and training make them: the 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import glob
-import json
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -175,40 +175,3 @@ def demo_image(model_dir: str, files: str, out_path: str) -> dict:
     side = np.concatenate([image, overlay.astype(np.uint8)], axis=1)
     Image.fromarray(side).save(out_path)
     return {"path": out_path, "score": float(scores[best]), "iou": iou(mask, gt)}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="samjax model dir (config.json + params/), e.g. WORKDIR/model")
-    p.add_argument("--data", required=True, help="TFRecord file or glob (SA-1B format, samjax.data.sa1b)")
-    p.add_argument("--num-images", type=int, default=64)
-    p.add_argument("--max-masks", type=int, default=16, help="masks per image (random, seeded)")
-    p.add_argument("--clicks", default="1,3,5")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write the metrics JSON here")
-    a = p.parse_args(argv)
-    from samjax import runtime  # noqa: PLC0415
-    from samjax.weights.store import load_model  # noqa: PLC0415
-
-    runtime.check_devices()
-    try:
-        config, params = load_model(a.checkpoint)
-        examples = load_examples(a.data, config, a.num_images, a.max_masks, a.seed)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not examples:
-        print(f"no images with masks in {a.data}", file=sys.stderr)
-        return 1
-    res = evaluate(params, config, examples, clicks=tuple(int(c) for c in a.clicks.split(",")),
-                   batch_masks=a.max_masks)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""python -m samjax.evaluate TASK ...: see samjax.evaluate.cli."""
+
+import sys
+
+from samjax.evaluate.cli import main
+
+sys.exit(main())
