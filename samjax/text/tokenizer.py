@@ -45,7 +45,7 @@ _WHITESPACE = re.compile(r"\s+")
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, in its order (the first 512 entries of CLIP's vocabulary
     are these characters, then the same with "</w>")."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -104,7 +104,10 @@ class ClipTokenizer:
         """From the BPE vocabulary an installed CLIP package ships (`clip` (clip-anytorch / OpenAI) or
         `open_clip`); the package itself is not imported."""
         for name in ("clip", "open_clip"):
-            spec = importlib.util.find_spec(name)
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):  # ValueError: a module object without a spec stands in sys.modules
+                continue
             if spec is not None and spec.origin and (Path(spec.origin).parent / BPE_GZ).is_file():
                 return cls.from_bpe_gz(Path(spec.origin).parent / BPE_GZ, **kwargs)
         raise FileNotFoundError(f"no installed CLIP package (clip-anytorch, open_clip_torch) ships {BPE_GZ}; give "

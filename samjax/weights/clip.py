@@ -72,8 +72,8 @@ def detect_layout(state_dict: Mapping[str, Any]) -> str:
                                       "samjax.weights.owlvit, not as a CLIP model")
     some = ", ".join(repr(k) for k in list(keys)[:3])
     raise CheckpointMismatchError(f"not a CLIP checkpoint: none of its {len(keys)} keys ({some}, ...) is a CLIP "
-                                  "text or vision tower key of the OpenAI (token_embedding.weight, visual.*) or Hugging "
-                                  "Face (text_model.*, vision_model.*) layout")
+                                  "text or vision tower key of the OpenAI (token_embedding.weight, visual.*) or "
+                                  "Hugging Face (text_model.*, vision_model.*) layout")
 
 
 def _count_layers(keys, prefix: str) -> int:
@@ -85,7 +85,10 @@ def config_from_state_dict(state_dict: Mapping[str, Any], layout: str | None = N
     CLIP; OpenAI's build_model assumes the same); the rest (activation, eps) takes the OpenAI defaults: pass a HF
     config.json to `ClipConfig.from_hf_config` where there is one."""
     layout = layout or detect_layout(state_dict)
-    shape = lambda k: tuple(np.shape(state_dict[k]))
+
+    def shape(k: str) -> tuple[int, ...]:
+        return tuple(np.shape(state_dict[k]))
+
     keys = list(state_dict)
     if layout == "openai":
         if "visual.proj" not in state_dict:
@@ -103,9 +106,11 @@ def config_from_state_dict(state_dict: Mapping[str, Any], layout: str | None = N
     tw, vw = shape(t + "final_layer_norm.weight")[0], shape(v + "post_layernorm.weight")[0]
     patch = shape(v + "embeddings.patch_embedding.weight")[-1]
     return ClipConfig(**{**dict(
-        embed_dim=shape("text_projection.weight")[0], context_length=shape(t + "embeddings.position_embedding.weight")[0],
+        embed_dim=shape("text_projection.weight")[0],
+        context_length=shape(t + "embeddings.position_embedding.weight")[0],
         vocab_size=shape(t + "embeddings.token_embedding.weight")[0], text_width=tw, text_heads=max(tw // 64, 1),
-        text_layers=_count_layers(keys, t + "encoder.layers."), text_mlp_dim=shape(t + "encoder.layers.0.mlp.fc1.weight")[0],
+        text_layers=_count_layers(keys, t + "encoder.layers."),
+        text_mlp_dim=shape(t + "encoder.layers.0.mlp.fc1.weight")[0],
         image_size=patch * round((shape(v + "embeddings.position_embedding.weight")[0] - 1) ** 0.5), patch_size=patch,
         in_chans=shape(v + "embeddings.patch_embedding.weight")[1], vision_width=vw, vision_heads=max(vw // 64, 1),
         vision_layers=_count_layers(keys, v + "encoder.layers."),
@@ -136,7 +141,8 @@ def from_hf(state_dict: Mapping[str, Any], config: ClipConfig, prefix: str = "",
     sd = drop_position_ids(state_dict)
     table = _hf_table(config, prefix, tuple(renames.items()))
     got = {k: tuple(np.shape(v)) for k, v in sd.items() if strict or k.startswith(prefix)}
-    check_keys(got, {key: shape for _, key, shape in table}, f"CLIP config (Hugging Face layout{', ' + prefix if prefix else ''})",
+    where = f"CLIP config (Hugging Face layout{', ' + prefix if prefix else ''})"
+    check_keys(got, {key: shape for _, key, shape in table}, where,
                hint="Build the config with ClipConfig.from_hf_config(config.json) (or config_from_state_dict).")
     params = {path: relayout(path, as_numpy(sd[key]), to_flax=True) for path, key, _ in table}
     return jax.tree.map(contiguous, flax.traverse_util.unflatten_dict(params))

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 
-def import_openai_clip():
-    """(clip.model, clip.simple_tokenizer) of the installed clip-anytorch, its package __init__ not run."""
+def _clip_parent() -> None:
     if "clip" not in sys.modules:
         spec = importlib.util.find_spec("clip")
         if spec is None or spec.origin is None:
@@ -28,9 +27,20 @@ def import_openai_clip():
             pytest.skip("clip-anytorch is not installed")
         parent = types.ModuleType("clip")
         parent.__path__ = [str(Path(spec.origin).parent)]
-        parent.__file__ = spec.origin
+        parent.__file__, parent.__spec__ = spec.origin, spec
         sys.modules["clip"] = parent
-    return importlib.import_module("clip.model"), importlib.import_module("clip.simple_tokenizer")
+
+
+def openai_simple_tokenizer():
+    """clip-anytorch's `clip.simple_tokenizer` module (needs ftfy and regex, not torch)."""
+    _clip_parent()
+    return importlib.import_module("clip.simple_tokenizer")
+
+
+def openai_clip_model():
+    """clip-anytorch's `clip.model` module (needs torch)."""
+    _clip_parent()
+    return importlib.import_module("clip.model")
 
 
 def randomize_(model, seed: int) -> None:

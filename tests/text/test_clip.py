@@ -17,12 +17,7 @@ from samjax.convert import CheckpointMismatchError
 from samjax.models.clip import Clip, ClipConfig, abstract_params, param_logical_axes
 from samjax.weights import clip as wclip
 from samjax.weights.hf import read_state_dict
-from tests.text.reference import (
-    import_openai_clip,
-    random_ids,
-    randomize_,
-    state_dict_numpy,
-)
+from tests.text.reference import openai_clip_model, random_ids, randomize_, state_dict_numpy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -47,8 +42,13 @@ OPENAI_KW = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_widt
                  context_length=12, vocab_size=99, transformer_width=64, transformer_heads=2, transformer_layers=2)
 
 
-def _apply(config, params, method, *args):
-    return np.asarray(jax.jit(lambda p, *a: Clip(config).apply({"params": p}, *a, method=method))(params, *args))
+def _features_and_logits(config, params, pixels, ids):
+    """(text features, image features, logits_per_image) in one compiled call."""
+    def everything(model, pixels, ids):
+        return model.encode_text(ids), model.encode_image(pixels), model(pixels, ids)
+
+    run = jax.jit(lambda p, x, t: Clip(config).apply({"params": p}, x, t, method=everything))
+    return [np.asarray(a) for a in run(params, pixels, ids.astype(np.int32))]
 
 
 @pytest.fixture(scope="module", params=sorted(HF_CONFIGS))
@@ -98,9 +98,7 @@ def test_hf_parity(hf_pair, inputs):
         ref_text = model.get_text_features(input_ids=torch.as_tensor(ids)).pooler_output.numpy()
         ref_image = model.get_image_features(pixel_values=px).pooler_output.numpy()
         ref = model(input_ids=torch.as_tensor(ids), pixel_values=px)
-    text = _apply(config, params, Clip.encode_text, ids.astype(np.int32))
-    image = _apply(config, params, Clip.encode_image, pixels)
-    logits = _apply(config, params, Clip.__call__, pixels, ids.astype(np.int32))
+    text, image, logits = _features_and_logits(config, params, pixels, ids)
     assert text.shape == ref_text.shape == (len(ids), config.embed_dim)
     np.testing.assert_allclose(text, ref_text, atol=ATOL, rtol=0)
     np.testing.assert_allclose(image, ref_image, atol=ATOL, rtol=0)
@@ -145,7 +143,7 @@ def test_hf_directory_and_shape_inference(hf_pair, tmp_path):
 
 @pytest.fixture(scope="module")
 def openai_pair():
-    clip_model, _ = import_openai_clip()
+    clip_model = openai_clip_model()
     torch.manual_seed(0)
     model = clip_model.CLIP(**OPENAI_KW).eval()
     randomize_(model, seed=2)
@@ -162,11 +160,10 @@ def test_openai_parity(openai_pair, inputs):
         ref_text = model.encode_text(torch.as_tensor(ids)).numpy()
         ref_image = model.encode_image(px).numpy()
         ref_logits = model(px, torch.as_tensor(ids))[0].numpy()
-    np.testing.assert_allclose(_apply(config, params, Clip.encode_text, ids.astype(np.int32)), ref_text,
-                               atol=ATOL, rtol=0)
-    np.testing.assert_allclose(_apply(config, params, Clip.encode_image, pixels), ref_image, atol=ATOL, rtol=0)
-    np.testing.assert_allclose(_apply(config, params, Clip.__call__, pixels, ids.astype(np.int32)), ref_logits,
-                               atol=ATOL, rtol=0)
+    text, image, logits = _features_and_logits(config, params, pixels, ids)
+    np.testing.assert_allclose(text, ref_text, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(image, ref_image, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(logits, ref_logits, atol=ATOL, rtol=0)
     assert np.abs(ref_text).max() > 0.1 and np.abs(ref_image).max() > 0.1
 
 

@@ -46,9 +46,19 @@ def pair(request):
     randomize_(model, seed=3 + version)
     config = OwlViTConfig.from_hf_config(hf_cfg.to_dict())
     params = wowl.from_hf(model.state_dict(), config)
-    run = jax.jit(lambda p, *a: OwlViT(config).apply({"params": p}, *a))
-    guided = jax.jit(lambda p, *a: OwlViT(config).apply({"params": p}, *a, method=OwlViT.image_guided_detection))
-    return model, config, params, run, guided
+
+    def both(model, pixels, ids, query_pixels):  # one compiled call for text queries and image-guided queries
+        return model(pixels, ids), model.image_guided_detection(pixels, query_pixels)
+
+    run = jax.jit(lambda p, *a: OwlViT(config).apply({"params": p}, *a, method=both))
+    return model, config, params, run
+
+
+@pytest.fixture(scope="module")
+def outputs(pair, inputs):
+    _, _, params, run = pair
+    pixels, query_pixels, ids, _ = inputs
+    return jax.device_get(run(params, pixels, ids.reshape(B, Q, L).astype(np.int32), query_pixels))
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +78,12 @@ def _nchw(x):
     return torch.as_tensor(x.transpose(0, 3, 1, 2).copy())
 
 
-def test_text_query_parity(pair, inputs):
-    model, config, params, run, _ = pair
+def test_text_query_parity(pair, inputs, outputs):
+    model, config, _, _ = pair
     pixels, _, ids, mask = inputs
     with torch.no_grad():
         ref = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), pixel_values=_nchw(pixels))
-    out = jax.device_get(run(params, pixels, ids.reshape(B, Q, L).astype(np.int32)))
+    out = outputs[0]
     valid = ids.reshape(B, Q, L)[..., 0] > 0
     assert out["logits"].shape == tuple(ref.logits.shape) == (B, config.num_patches, Q)
     np.testing.assert_allclose(out["logits"][valid[:, None, :].repeat(config.num_patches, 1)],
@@ -92,14 +102,14 @@ def test_text_query_parity(pair, inputs):
     assert ref.pred_boxes.numpy().std() > 0.01
 
 
-def test_image_guided_parity(pair, inputs):
-    model, config, params, _, guided = pair
+def test_image_guided_parity(pair, inputs, outputs):
+    model, config, _, _ = pair
     pixels, query_pixels, _, _ = inputs
     with torch.no_grad():
         ref = model.image_guided_detection(pixel_values=_nchw(pixels), query_pixel_values=_nchw(query_pixels))
         qmap = model.image_embedder(pixel_values=_nchw(query_pixels))[0]
         _, ref_index, _ = model.embed_image_query(qmap.reshape(B, -1, qmap.shape[-1]), qmap)
-    out = jax.device_get(guided(params, pixels, query_pixels))
+    out = outputs[1]
     np.testing.assert_array_equal(out["query_box_index"], np.asarray(ref_index).reshape(-1))
     assert out["logits"].shape == tuple(ref.logits.shape) == (B, config.num_patches, 1)
     for ours, theirs in (("logits", "logits"), ("target_pred_boxes", "target_pred_boxes"),
@@ -110,7 +120,7 @@ def test_image_guided_parity(pair, inputs):
 
 
 def test_converter_round_trip_files_and_errors(pair, tmp_path):
-    model, config, params, _, _ = pair
+    model, config, params, _ = pair
     sd = state_dict_numpy(model)
     assert wowl.detect_version(sd) == config.version
     back = wowl.to_hf(params)
@@ -147,7 +157,7 @@ def test_not_an_owl_checkpoint(tmp_path):
         wowl.load_owlvit(tmp_path / "model.safetensors")
 
 
-def test_presets_and_axes():
+def test_presets_and_axes(pair):
     b32 = OwlViTConfig.owlvit_b32()
     assert (b32.grid_size, b32.num_patches, b32.clip.context_length) == (24, 576, 16)
     assert OwlViTConfig.from_name("owlv2_b16").grid_size == 60
@@ -158,5 +168,9 @@ def test_presets_and_axes():
         OwlViTConfig(b32.clip.replace(embed_dim=256))
     from samjax import sharding
 
-    specs = jax.tree.leaves(param_logical_axes(b32), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    tiny = pair[1]
+    axes = param_logical_axes(tiny)
+    specs = jax.tree.leaves(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    assert len(specs) == len(jax.tree.leaves(abstract_params(tiny)))
     sharding.check_axes(a for s in specs for a in s)
+    assert axes["class_head"]["dense0"]["kernel"] == jax.sharding.PartitionSpec("embed", "joint_embed")

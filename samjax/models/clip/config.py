@@ -104,7 +104,8 @@ class ClipConfig:
         if self.context_length < 2 or self.vocab_size < 2 or self.embed_dim < 1:
             problems.append("context_length and vocab_size must be >= 2 and embed_dim >= 1")
         if self.eos_token_id is not None and not 0 <= self.eos_token_id < self.vocab_size:
-            problems.append(f"eos_token_id ({self.eos_token_id}) must be None or an id below vocab_size ({self.vocab_size})")
+            problems.append(f"eos_token_id ({self.eos_token_id}) must be None or an id below vocab_size "
+                            f"({self.vocab_size})")
         if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
             problems.append(f"pixel_mean and pixel_std need in_chans ({self.in_chans}) values")
         if self.dtype not in _DTYPES:
@@ -178,7 +179,8 @@ class ClipConfig:
         for key in ("image_size", "patch_size"):
             if isinstance(vision[key], (list, tuple)):
                 if len(set(vision[key])) != 1:
-                    raise ValueError(f"vision_config.{key} {vision[key]} is not square; only square sizes are supported")
+                    raise ValueError(f"vision_config.{key} {vision[key]} is not square; only square sizes are "
+                                     "supported")
                 vision[key] = vision[key][0]
         eos = text.get("eos_token_id")
         if isinstance(eos, (list, tuple)):
