@@ -10,6 +10,11 @@ Each text becomes [<|startoftext|>, ...tokens, <|endoftext|>], truncated to `con
 token kept last (clip.tokenize(truncate=True), HF truncation=True), padded with `pad_id` (0 as clip.tokenize and
 OWL-ViT; the end-of-text token is the largest id, so `ids.argmax(-1)` finds it, as CLIP's text tower does).
 
+Ids equal OpenAI's except for characters whose letter class differs between the Unicode tables of the `regex`
+module (OpenAI's tokenizer; recent Unicode) and of `tokenizers`' Oniguruma: about 1.5k code points below U+30000,
+nearly all assigned after Unicode 14 (so unknown when CLIP was trained), and U+0345. transformers' CLIPTokenizer
+gives the same ids as this one there.
+
     tok = ClipTokenizer.from_pretrained("clip-vit-base-patch32/")     # a HF checkpoint directory
     ids = tok(["a photo of a cat", "a dog"])                          # (2, 77) int32
 """
