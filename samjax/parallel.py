@@ -23,6 +23,9 @@ Weight axes
   mask_channels small convolution channels (mask downscaling, output upscaling)
   tokens        rows of an embedding table (IoU token, mask tokens, point embeddings)
   pe_coords, pe_feats  the random Fourier matrix (2, prompt_embed / 2)
+  vocab         rows of a token-embedding table (CLIP text: 49408)
+  positions     rows of a 1-D position table (CLIP text context; ViT class token + patches)
+  joint_embed   CLIP's shared image-text embedding (projection_dim); OWL-ViT's class embeddings
 
 Activation axes
   activation_batch, activation_height, activation_width, activation_length,
@@ -40,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",
     "in_channels", "neck", "prompt_embed", "prompt_mlp", "prompt_attn", "mask_channels", "tokens",
-    "pe_coords", "pe_feats",
+    "pe_coords", "pe_feats", "vocab", "positions", "joint_embed",
 )
 ACTIVATION_AXES = (
     "activation_batch", "activation_height", "activation_width", "activation_length",
