@@ -72,6 +72,11 @@ def base_config() -> ml_collections.ConfigDict:
         "async_ckpt": True, "max_nonfinite_in_row": 10, "peak_flops": 0.0,  # 0: from the device table
         "max_seconds": 0.0,  # > 0: stop (and save) after this much training time
     })
+    # Fitting the run to its accelerators (samjax.training.fit): with auto, the mesh, the rematerialisation of
+    # encoder blocks and prompt rounds, and gradient accumulation are chosen by one rule (least recomputation that
+    # leaves `headroom` of each chip's memory free) on TPU / GPU; `fixed` lists the fields the user set (the
+    # command line records its --config overrides of them) which the rule keeps. CPU runs use the config as is.
+    c.fit = ml_collections.ConfigDict({"auto": True, "headroom": 0.15, "fixed": ()})
     c.eval = ml_collections.ConfigDict({"every": 5000, "num_images": 64, "max_masks_per_image": 16,
                                         "clicks": (1, 3, 5), "batch_masks": 64})
     c.export = ml_collections.ConfigDict({"demo": False})

@@ -24,11 +24,11 @@ from samjax import evaluate, parallel
 from samjax.models import SamConfig
 from samjax.training import config as config_lib
 from samjax.training import metrics as metrics_lib
-from samjax.training import prompts, stages, state as state_lib
+from samjax.training import fit, prompts, stages, state as state_lib
 from samjax.training.checkpointing import Checkpoints
 from samjax.training.init import grown_low_res_params, initial_params
 from samjax.training.input import make_input, prepare_synthetic, to_global
-from samjax.training.step import compiled_step
+from samjax.training.step import compile_step, compiled_step
 from samjax.weights import store
 
 
@@ -73,12 +73,19 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     workdir = config_lib.workdir_path(workdir)
     os.makedirs(workdir, exist_ok=True)
     main_proc = jax.process_index() == 0
+    n_dev = cfg.mesh.get("num_devices", 0)
+    devices = jax.devices()[:n_dev] if n_dev else jax.devices()
+    executable = None
+    if cfg.fit.auto and devices[0].platform != "cpu":  # the mesh, remat and accumulation that fit (training.fit)
+        choice = fit.choose(cfg, devices, lambda c, shape: compile_step(c, parallel.make_mesh(shape, devices)))
+        cfg, executable = choice.config, choice.compiled
+        if main_proc:
+            print("\n".join(choice.lines), flush=True)
     if main_proc:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json(indent=2))
     model_cfg = config_lib.model_config(cfg)
-    n_dev = cfg.mesh.get("num_devices", 0)
-    mesh = parallel.make_mesh(cfg.mesh.to_dict(), jax.devices()[:n_dev] if n_dev else None)
+    mesh = parallel.make_mesh(cfg.mesh.to_dict(), devices)
 
     train_files, eval_files = cfg.data.train_files, cfg.data.eval_files
     if data_iter is not None:
@@ -96,6 +103,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         data_iter = make_input(cfg, model_cfg, train_files)
 
     tx, step_fn, abstract, shardings = compiled_step(cfg, mesh)
+    step_fn = executable or step_fn
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_ckpts, cfg.train.async_ckpt)
     with jax.set_mesh(mesh):
         if ckpts.latest_step() is not None:

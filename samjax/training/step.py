@@ -23,12 +23,12 @@ import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from samjax import parallel
+from samjax import aot, parallel
 from samjax import transforms as T
-from samjax.models import Sam, SamConfig, abstract_params
+from samjax.models import Sam, SamConfig, abstract_params, attention
 from samjax.training import config as config_lib
 from samjax.training import optim, prompts, state
-from samjax.training.input import TRAIN_KEYS
+from samjax.training.input import TRAIN_KEYS, batch_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,24 @@ def compiled_step(cfg: ml_collections.ConfigDict | StepConfig, mesh):
     resumes, stages at the same size) build and compile the step once."""
     sc = cfg if isinstance(cfg, StepConfig) else StepConfig.from_config(cfg)
     return _compiled_step(sc, mesh)
+
+
+def compile_step(cfg: ml_collections.ConfigDict, mesh, platform: str | None = None):
+    """The step for cfg on mesh compiled ahead of its first call: (executable, bytes per chip), or (None, bytes
+    needed) when the compiler refuses it for lack of memory (TPU). platform: what `attention="auto"` resolves for
+    (default: the mesh's devices'), so a TPU topology compiles as a TPU host would."""
+    _, step, abstract, _ = compiled_step(cfg, mesh)
+    platform = platform or mesh.devices.flat[0].platform
+    with jax.set_mesh(mesh), attention.for_platform(platform):
+        lowered = step.lower(abstract, batch_spec(cfg, config_lib.model_config(cfg), mesh))
+        try:
+            compiled = lowered.compile()
+        except jax.errors.JaxRuntimeError as e:
+            needed = aot.out_of_memory_bytes(str(e))
+            if needed is None:
+                raise
+            return None, needed
+    return compiled, aot.footprint(compiled)
 
 
 @functools.lru_cache(maxsize=8)
