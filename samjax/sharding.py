@@ -20,6 +20,7 @@ Weight axes
   prompt_attn   mask-decoder attention width (prompt_embed / downsample rate)
   mask_channels small convolution channels (mask downscaling, output upscaling)
   tokens        rows of an embedding table (IoU token, mask tokens, point embeddings)
+  attn_heads    one entry per attention head (TinyViT's learned attention biases, heads x offsets)
   pe_coords, pe_feats  the random Fourier matrix (2, prompt_embed / 2)
 
 Activation axes
@@ -32,7 +33,7 @@ from __future__ import annotations
 WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",
     "in_channels", "neck", "prompt_embed", "prompt_mlp", "prompt_attn", "mask_channels", "tokens",
-    "pe_coords", "pe_feats",
+    "pe_coords", "pe_feats", "attn_heads",
 )
 ACTIVATION_AXES = (
     "activation_batch", "activation_height", "activation_width", "activation_length",
