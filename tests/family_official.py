@@ -135,15 +135,18 @@ def assert_masks_match(ours_logits: np.ndarray, ref_logits: np.ndarray) -> None:
 
 
 def check_cases(torch, ref_decode, our_decode, ref_postprocess, original_size, frame: int, input_size,
-                multimask: bool, cases=tuple(CASES)) -> int:
+                mask_size: int, cases=tuple(CASES)) -> int:
     """Every prompt case through the reference and samjax: low-res logits and IoU within ATOL, masks identical
     (low-res and at the original size). The mask prompt is the reference's own low-res output for the "points"
     case (iterative refinement).
 
     ref_decode(prompt_encoder_kwargs) -> (low_res (1, M, 4g, 4g), iou (1, M)) torch tensors;
-    our_decode(coords, labels, masks or None) -> numpy / jax (low_res, iou);
-    ref_postprocess(low_res torch) -> logits at the original size (torch). Returns the number of cases checked."""
+    our_decode(coords, labels, masks (1, 4g, 4g), mask_valid (1,) bool) -> numpy / jax (low_res, iou): every case
+    passes a mask array, valid or not (samjax's `mask_valid`), so one compiled decoder serves all cases;
+    ref_postprocess(low_res torch) -> logits at the original size (torch); mask_size: the decoder's 4g.
+    Returns the number of cases checked."""
     mask_prompt = None
+    zeros = np.zeros((1, mask_size, mask_size), np.float32)
     for case in ("points",) + tuple(c for c in cases if c != "points"):
         ref_kw, (coords, labels) = case_prompts(case, original_size, frame)
         mask = mask_prompt if CASES[case][2] else None
@@ -152,7 +155,8 @@ def check_cases(torch, ref_decode, our_decode, ref_postprocess, original_size, f
             r_big = ref_postprocess(r_low).numpy()
         r_low, r_iou = r_low.numpy(), r_iou.numpy()
         assert np.isfinite(r_low).all() and np.isfinite(r_iou).all(), case
-        o_low, o_iou = (np.asarray(x) for x in our_decode(coords, labels, mask))
+        valid = np.array([mask is not None])
+        o_low, o_iou = (np.asarray(x) for x in our_decode(coords, labels, zeros if mask is None else mask, valid))
         assert o_low.shape == r_low.shape and o_iou.shape == r_iou.shape, (case, o_low.shape, r_low.shape)
         np.testing.assert_allclose(o_low, r_low, atol=ATOL, rtol=0, err_msg=f"low-res logits, {case}")
         np.testing.assert_allclose(o_iou, r_iou, atol=ATOL, rtol=0, err_msg=f"IoU, {case}")

@@ -63,8 +63,8 @@ def pair(cfg: MobileSamConfig):
     variables = convert.from_torch(ref.state_dict(), cfg)
     model = MobileSam(cfg)
     embed = jax.jit(lambda v, x: model.apply(v, x, method=MobileSam.embed_images))
-    decode = jax.jit(lambda v, e, c, lab, m, mm: model.apply(v, e, c, lab, m, None, mm, method=MobileSam.decode),
-                     static_argnums=5)
+    decode = jax.jit(lambda v, e, c, lab, m, ok, mm: model.apply(v, e, c, lab, m, ok, mm, method=MobileSam.decode),
+                     static_argnums=6)
     return ref, variables, embed, decode
 
 
@@ -85,17 +85,14 @@ def run_parity(cfg: MobileSamConfig, photo, multimasks=(True, False)):
 
     post = functools.partial(ref.postprocess_masks, input_size=input_size, original_size=photo.shape[:2])
     for multimask in multimasks:
-        check_cases(torch, ref_decode, lambda c, lab, m: decode(variables, emb, c, lab, m, multimask), post,
-                    photo.shape[:2], cfg.sam.image_size, input_size, multimask)
+        check_cases(torch, ref_decode, lambda c, lab, m, ok: decode(variables, emb, c, lab, m, ok, multimask), post,
+                    photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size)
 
 
-def test_tiny_parity(photo):
-    run_parity(TINY, photo)
-
-
-@pytest.mark.slow
 def test_mobile_sam_parity(photo):
-    """The official MobileSAM architecture (TinyViT-5M at 1024 px, SAM's decoder)."""
+    """The official MobileSAM architecture (TinyViT-5M at 1024 px, SAM's decoder): TinyViT's reference fixes its
+    output grid at 64 x 64, so no smaller image would do, and at 1024 px the preset takes little longer than a
+    narrowed TinyViT (TINY, used for the key-table tests)."""
     run_parity(MobileSamConfig.mobile_sam(), photo)
 
 
