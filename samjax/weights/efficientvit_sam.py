@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from samjax.models.efficientvit_sam import PRESETS, EfficientViTSamConfig, abstract_variables
+from samjax.models.efficientvit_sam import (
+    PRESETS,
+    EfficientViTSamConfig,
+    abstract_variables,
+)
 from samjax.weights import torch_keys
 
 TRANSPOSED = ("output_upscaling",)
@@ -53,14 +57,27 @@ def to_torch(variables: Mapping, config: EfficientViTSamConfig | None = None) ->
     return torch_keys.to_torch(variables, TRANSPOSED)
 
 
+def _structure(state_dict: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(ops per backbone stage, neck middle blocks) as the keys show them: a cheap filter before the exact check."""
+    ops: dict[int, set[int]] = {}
+    middle = set()
+    for k in state_dict:
+        parts = k.split(".")
+        if k.startswith("image_encoder.backbone.stages.") and len(parts) > 5 and parts[4] == "op_list":
+            ops.setdefault(int(parts[3]), set()).add(int(parts[5]))
+        elif k.startswith("image_encoder.neck.middle.op_list.") and len(parts) > 5:
+            middle.add(int(parts[4]))
+    return tuple(len(ops.get(i, ())) for i in range(len(ops))), len(middle)
+
+
 def detect_model(state_dict: Mapping[str, Any]) -> str | None:
-    """The preset (one of PRESETS) whose keys and shapes `state_dict` has exactly, or None. L and XL differ in
-    their number of stages; within each, the blocks per stage tell the size."""
+    """The preset (one of PRESETS) whose keys and shapes `state_dict` has exactly, or None. The blocks per stage
+    and in the neck pick the candidate; its full key and shape table decides."""
     if BACKBONE_KEY not in state_dict:
         return None
-    xl = any(k.startswith("image_encoder.backbone.stages.5.") for k in state_dict)
+    structure = _structure(state_dict)
     for name in PRESETS:
-        if name.startswith("efficientvit_sam_xl") == xl and not _problems(state_dict,
-                                                                        EfficientViTSamConfig.from_name(name)):
-            return name
+        enc = EfficientViTSamConfig.from_name(name).encoder
+        if structure == (tuple(d + 1 for d in enc.depth_list), enc.head_depth):
+            return name if not _problems(state_dict, EfficientViTSamConfig.from_name(name)) else None
     return None

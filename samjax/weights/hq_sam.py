@@ -9,7 +9,8 @@ ConvTranspose2d, `embedding_maskfeature.{0,3}` Conv2d. The TinyViT variant's Bat
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ Key table and layouts: samjax/weights/torch_keys.py. BatchNorm scale/bias go to 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -19,7 +19,8 @@ dict like every other key, not stored, and written as 0 by `to_torch`.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import flax
 import jax

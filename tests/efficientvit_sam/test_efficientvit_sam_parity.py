@@ -28,7 +28,13 @@ from samjax.models.efficientvit_sam.encoder import LiteMLA, LocalBlock
 from samjax.models.family_config import sam_config_for
 from samjax.weights import efficientvit_sam as convert
 from samjax.weights import torch_keys
-from tests.family_official import ATOL, check_cases, import_references, photo_input, randomize_
+from tests.family_official import (
+    ATOL,
+    check_cases,
+    import_references,
+    photo_input,
+    randomize_,
+)
 
 pytestmark = pytest.mark.torch
 torch = import_references()
@@ -38,7 +44,11 @@ from efficientsam.models.efficientvit.sam import EfficientViTSamImageEncoder, Sa
 from efficientsam.models.nn import ops  # noqa: E402
 from efficientsam.models.nn.norm import set_norm_eps  # noqa: E402
 from efficientsam.sam_model_zoo import create_efficientvit_sam_model  # noqa: E402
-from efficientsam.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer  # noqa: E402
+from efficientsam.segment_anything.modeling import (  # noqa: E402
+    MaskDecoder,
+    PromptEncoder,
+    TwoWayTransformer,
+)
 
 _SAM = sam_config_for(64, decoder_norm_eps=1e-6, decoder_mlp_dim=64, iou_head_hidden_dim=32)
 TINY_L = EfficientViTSamConfig(EfficientViTConfig(

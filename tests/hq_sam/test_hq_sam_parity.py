@@ -19,13 +19,25 @@ from samjax.models.hq_sam import HQSam, HQSamConfig, trainable_mask
 from samjax.models.mobile_sam import TinyViTConfig
 from samjax.weights import hq_sam as convert
 from tests.conftest import TINY_CONFIGS
-from tests.family_official import ATOL, CASES, check_cases, import_references, photo_input, randomize_
+from tests.family_official import (
+    ATOL,
+    CASES,
+    check_cases,
+    import_references,
+    photo_input,
+    randomize_,
+)
 
 pytestmark = pytest.mark.torch
 torch = import_references()
 from segment_anything_hq import sam_model_registry  # noqa: E402  (after the stand-ins are on the path)
 from segment_anything_hq.modeling import (  # noqa: E402
-    ImageEncoderViT, MaskDecoderHQ, PromptEncoder, Sam, TinyViT, TwoWayTransformer,
+    ImageEncoderViT,
+    MaskDecoderHQ,
+    PromptEncoder,
+    Sam,
+    TinyViT,
+    TwoWayTransformer,
 )
 
 TINY_VIT = HQSamConfig(TINY_CONFIGS["tiny_windowed"])  # ViT with a padded window, one global block (interm[0])
@@ -97,14 +109,14 @@ def run_parity(cfg: HQSamConfig, photo, modes=((True, False), (False, True)), ca
     pe = ref.prompt_encoder.get_dense_pe()
     post = functools.partial(ref.postprocess_masks, input_size=input_size, original_size=photo.shape[:2])
     for multimask, hq_only in modes:
-        def ref_decode(prompts):
+        def ref_decode(prompts, multimask=multimask, hq_only=hq_only):
             sparse, dense = ref.prompt_encoder(**prompts)
             return ref.mask_decoder(image_embeddings=ref_emb, image_pe=pe, sparse_prompt_embeddings=sparse,
                                     dense_prompt_embeddings=dense, multimask_output=multimask,
                                     hq_token_only=hq_only, interm_embeddings=ref_interm)
 
         check_cases(torch, ref_decode,
-                    lambda c, lab, m, ok: decode(variables, emb, interm, c, lab, m, ok, multimask, hq_only),
+                    lambda c, lab, m, ok, mm=multimask, hq=hq_only: decode(variables, emb, interm, c, lab, m, ok, mm, hq),
                     post, photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size, cases)
 
 
@@ -132,7 +144,7 @@ def test_sam_hq_vit_tiny_parity(photo):
 def test_all_outputs_and_precomputed_hq_features(photo):
     """all_outputs returns the reference's predict_masks (every SAM output, then the HQ one); hq_features made once
     per image give the same masks as the early feature."""
-    ref, variables, embed, decode = pair(TINY_VIT)
+    ref, variables, embed, _ = pair(TINY_VIT)
     x, _ = photo_input(photo, TINY_VIT.encoder_input_size, TINY_VIT.sam.pixel_mean, TINY_VIT.sam.pixel_std)
     emb, interm = embed(variables, x)
     model = HQSam(TINY_VIT)

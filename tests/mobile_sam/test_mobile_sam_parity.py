@@ -17,12 +17,24 @@ import pytest
 from samjax.models.family_config import sam_config_for
 from samjax.models.mobile_sam import MobileSam, MobileSamConfig, TinyViTConfig
 from samjax.weights import mobile_sam as convert
-from tests.family_official import ATOL, check_cases, import_references, photo_input, randomize_
+from tests.family_official import (
+    ATOL,
+    check_cases,
+    import_references,
+    photo_input,
+    randomize_,
+)
 
 pytestmark = pytest.mark.torch
 torch = import_references()
 from mobile_sam import build_sam_vit_t  # noqa: E402  (after the stand-ins are on the path)
-from mobile_sam.modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer  # noqa: E402
+from mobile_sam.modeling import (  # noqa: E402
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TinyViT,
+    TwoWayTransformer,
+)
 
 TINY = MobileSamConfig(
     TinyViTConfig(embed_dims=(16, 32, 48, 320), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 10),
@@ -78,14 +90,14 @@ def run_parity(cfg: MobileSamConfig, photo, multimasks=(True, False)):
     np.testing.assert_allclose(np.asarray(emb), ref_emb.numpy().transpose(0, 2, 3, 1), atol=ATOL, rtol=0)
     pe = ref.prompt_encoder.get_dense_pe()
 
-    def ref_decode(prompts):
-        sparse, dense = ref.prompt_encoder(**prompts)
-        return ref.mask_decoder(image_embeddings=ref_emb, image_pe=pe, sparse_prompt_embeddings=sparse,
-                                dense_prompt_embeddings=dense, multimask_output=multimask)
-
     post = functools.partial(ref.postprocess_masks, input_size=input_size, original_size=photo.shape[:2])
     for multimask in multimasks:
-        check_cases(torch, ref_decode, lambda c, lab, m, ok: decode(variables, emb, c, lab, m, ok, multimask), post,
+        def ref_decode(prompts, multimask=multimask):
+            sparse, dense = ref.prompt_encoder(**prompts)
+            return ref.mask_decoder(image_embeddings=ref_emb, image_pe=pe, sparse_prompt_embeddings=sparse,
+                                    dense_prompt_embeddings=dense, multimask_output=multimask)
+
+        check_cases(torch, ref_decode, lambda c, lab, m, ok, mm=multimask: decode(variables, emb, c, lab, m, ok, mm), post,
                     photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size)
 
 

@@ -1,7 +1,14 @@
 """EfficientViT-SAM (MIT Han lab): EfficientViT backbone with ReLU linear attention, a SAM neck, SAM's decoder."""
 
-from samjax.models.efficientvit_sam.config import PRESETS, EfficientViTConfig, EfficientViTSamConfig
-from samjax.models.efficientvit_sam.encoder import EfficientViTSamImageEncoder, resize_bicubic
+from samjax.models.efficientvit_sam.config import (
+    PRESETS,
+    EfficientViTConfig,
+    EfficientViTSamConfig,
+)
+from samjax.models.efficientvit_sam.encoder import (
+    EfficientViTSamImageEncoder,
+    resize_bicubic,
+)
 from samjax.models.efficientvit_sam.model import (
     EfficientViTSam,
     abstract_variables,

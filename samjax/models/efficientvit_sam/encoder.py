@@ -64,7 +64,7 @@ def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
 def resize_bicubic(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """torch.nn.functional.interpolate(x, size, mode="bicubic", align_corners=False) on NHWC: (B, H, W, C) ->
     (B, h, w, C), as two products with `bicubic_matrix` (rows, then columns), in float32."""
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     if (h, w) == tuple(size):
         return x
     mh, mw = jnp.asarray(bicubic_matrix(h, size[0])), jnp.asarray(bicubic_matrix(w, size[1]))

@@ -3,8 +3,22 @@
 from samjax.models.hq_sam.config import PRESETS, HQSamConfig
 from samjax.models.hq_sam.mask_decoder_hq import MaskDecoderHQ
 from samjax.models.hq_sam.model import (
-    TRAINABLE, HQSam, abstract_variables, init_variables, trainable_mask, variable_logical_axes,
+    TRAINABLE,
+    HQSam,
+    abstract_variables,
+    init_variables,
+    trainable_mask,
+    variable_logical_axes,
 )
 
-__all__ = ["HQSamConfig", "PRESETS", "MaskDecoderHQ", "HQSam", "init_variables", "abstract_variables",
-           "variable_logical_axes", "TRAINABLE", "trainable_mask"]
+__all__ = [
+    "PRESETS",
+    "TRAINABLE",
+    "HQSam",
+    "HQSamConfig",
+    "MaskDecoderHQ",
+    "abstract_variables",
+    "init_variables",
+    "trainable_mask",
+    "variable_logical_axes",
+]

@@ -25,7 +25,7 @@ class HQSamConfig:
 
     FAMILY: ClassVar[str] = "hq_sam"
 
-    sam: SamConfig = SamConfig.vit_h()
+    sam: SamConfig = dataclasses.field(default_factory=SamConfig.vit_h)
     tiny_vit: TinyViTConfig | None = None
 
     def __post_init__(self):
@@ -50,24 +50,24 @@ class HQSamConfig:
 
     # ----- presets (official segment_anything_hq/build_sam.py) -----
     @classmethod
-    def sam_hq_vit_b(cls, **sam_overrides) -> "HQSamConfig":
+    def sam_hq_vit_b(cls, **sam_overrides) -> HQSamConfig:
         return cls(SamConfig.vit_b(**sam_overrides))
 
     @classmethod
-    def sam_hq_vit_l(cls, **sam_overrides) -> "HQSamConfig":
+    def sam_hq_vit_l(cls, **sam_overrides) -> HQSamConfig:
         return cls(SamConfig.vit_l(**sam_overrides))
 
     @classmethod
-    def sam_hq_vit_h(cls, **sam_overrides) -> "HQSamConfig":
+    def sam_hq_vit_h(cls, **sam_overrides) -> HQSamConfig:
         return cls(SamConfig.vit_h(**sam_overrides))
 
     @classmethod
-    def sam_hq_vit_tiny(cls, **sam_overrides) -> "HQSamConfig":
+    def sam_hq_vit_tiny(cls, **sam_overrides) -> HQSamConfig:
         """TinyViT-5M at 1024 px (MobileSAM's encoder) with MaskDecoderHQ fusing its 160-channel stage-1 output."""
         return cls(sam_config_for(64, **sam_overrides), TinyViTConfig())
 
     @classmethod
-    def from_name(cls, name: str, **sam_overrides) -> "HQSamConfig":
+    def from_name(cls, name: str, **sam_overrides) -> HQSamConfig:
         key = name.replace("-", "_")
         key = key if key.startswith("sam_hq_") else f"sam_hq_{key}"  # also "vit_b", "hq_vit_b" ...
         key = key.replace("sam_hq_hq_", "sam_hq_")
@@ -85,7 +85,7 @@ class HQSamConfig:
     def encoder_input_size(self) -> int:
         return self.tiny_vit.image_size if self.tiny_vit is not None else self.sam.image_size
 
-    def replace(self, **changes: Any) -> "HQSamConfig":
+    def replace(self, **changes: Any) -> HQSamConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -96,7 +96,7 @@ class HQSamConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HQSamConfig":
+    def from_dict(cls, d: dict) -> HQSamConfig:
         d = check_family(cls, d)
         tiny = d.get("tiny_vit")
         return cls(SamConfig.from_dict(d["sam"]), None if tiny is None else TinyViTConfig.from_dict(tiny))

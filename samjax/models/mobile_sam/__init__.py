@@ -2,9 +2,19 @@
 
 from samjax.models.mobile_sam.config import MobileSamConfig, TinyViTConfig
 from samjax.models.mobile_sam.model import (
-    MobileSam, abstract_variables, init_variables, variable_logical_axes,
+    MobileSam,
+    abstract_variables,
+    init_variables,
+    variable_logical_axes,
 )
 from samjax.models.mobile_sam.tiny_vit import TinyViT
 
-__all__ = ["MobileSamConfig", "TinyViTConfig", "TinyViT", "MobileSam", "init_variables", "abstract_variables",
-           "variable_logical_axes"]
+__all__ = [
+    "MobileSam",
+    "MobileSamConfig",
+    "TinyViT",
+    "TinyViTConfig",
+    "abstract_variables",
+    "init_variables",
+    "variable_logical_axes",
+]

@@ -12,7 +12,12 @@ import json
 from typing import Any, ClassVar
 
 from samjax.models.config import SamConfig
-from samjax.models.family_config import check_encoder_fits, check_family, check_fields, sam_config_for
+from samjax.models.family_config import (
+    check_encoder_fits,
+    check_family,
+    check_fields,
+    sam_config_for,
+)
 
 # PatchMerging keeps the resolution (stride 1) when it widens to one of these: the official rule that leaves the last
 # stage of TinyViT-5M / 11M / 21M at 1/16 of the input, SAM's 64 x 64 grid at 1024 px.
@@ -81,7 +86,7 @@ class TinyViTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TinyViTConfig":
+    def from_dict(cls, d: dict) -> TinyViTConfig:
         check_fields(cls, d)
         return cls(**d)
 
@@ -107,12 +112,12 @@ class MobileSamConfig:
                              f"prompt frame's ({self.sam.image_size})")
 
     @classmethod
-    def mobile_sam(cls, **sam_overrides) -> "MobileSamConfig":
+    def mobile_sam(cls, **sam_overrides) -> MobileSamConfig:
         """MobileSAM (`mobile_sam.pt`): TinyViT-5M at 1024 px + SAM's ViT-sized prompt encoder and decoder."""
         return cls(TinyViTConfig(), sam_config_for(64, **sam_overrides))
 
     @classmethod
-    def from_name(cls, name: str, **sam_overrides) -> "MobileSamConfig":
+    def from_name(cls, name: str, **sam_overrides) -> MobileSamConfig:
         if name.replace("-", "_") not in ("mobile_sam", "vit_t"):
             raise ValueError(f"unknown MobileSAM model {name!r}; expected 'mobile_sam'")
         return cls.mobile_sam(**sam_overrides)
@@ -122,7 +127,7 @@ class MobileSamConfig:
         """Side of the (resized, padded) image the encoder takes."""
         return self.encoder.image_size
 
-    def replace(self, **changes: Any) -> "MobileSamConfig":
+    def replace(self, **changes: Any) -> MobileSamConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -132,6 +137,6 @@ class MobileSamConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MobileSamConfig":
+    def from_dict(cls, d: dict) -> MobileSamConfig:
         d = check_family(cls, d)
         return cls(TinyViTConfig.from_dict(d["encoder"]), SamConfig.from_dict(d["sam"]))
