@@ -38,6 +38,7 @@ from tests.family_official import (
 
 pytestmark = pytest.mark.torch
 torch = import_references()
+pytest.importorskip("efficientsam", reason="the reference package (pyproject's torch extra) is not installed")
 from efficientsam.models.efficientvit.backbone import EfficientViTLargeBackbone  # noqa: E402  (stand-ins first)
 from efficientsam.models.efficientvit.sam import EfficientViTSam as RefSam  # noqa: E402
 from efficientsam.models.efficientvit.sam import EfficientViTSamImageEncoder, SamNeck  # noqa: E402

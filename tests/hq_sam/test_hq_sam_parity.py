@@ -11,6 +11,7 @@ import functools
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ from tests.family_official import (
 
 pytestmark = pytest.mark.torch
 torch = import_references()
+pytest.importorskip("segment_anything_hq", reason="the reference package (pyproject's torch extra) is not installed")
 from segment_anything_hq import sam_model_registry  # noqa: E402  (after the stand-ins are on the path)
 from segment_anything_hq.modeling import (  # noqa: E402
     ImageEncoderViT,
@@ -149,7 +151,13 @@ def test_all_outputs_and_precomputed_hq_features(photo):
     emb, interm = embed(variables, x)
     model = HQSam(TINY_VIT)
     coords, labels = np.array([[[20.0, 30.0], [0.0, 0.0]]], np.float32), np.array([[1, -1]], np.int32)
-    masks, iou = model.apply(variables, emb, interm, coords, labels, all_outputs=True, method=HQSam.decode)
+    run = jax.jit(lambda v, e, i, c, lab, f: (
+        model.apply(v, e, i, c, lab, all_outputs=True, method=HQSam.decode),
+        model.apply(v, e, i, method=HQSam.hq_features),
+        model.apply(v, e, None, c, lab, hq_features=f, method=HQSam.decode),
+        model.apply(v, e, i, c, lab, method=HQSam.decode)))
+    (masks, iou), feats, _, _ = run(variables, emb, interm, coords, labels, jnp.zeros((1, 32, 32, 4)))
+    _, _, a, b = run(variables, emb, interm, coords, labels, feats)
     with torch.no_grad():
         t_emb = torch.as_tensor(np.array(emb).transpose(0, 3, 1, 2))
         t_interm = torch.as_tensor(np.array(interm))
@@ -161,10 +169,7 @@ def test_all_outputs_and_precomputed_hq_features(photo):
     assert masks.shape == (1, TINY_VIT.sam.num_mask_tokens + 1, 32, 32) and iou.shape == (1, 4)
     np.testing.assert_allclose(np.asarray(masks), r_masks.numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(np.asarray(iou), r_iou.numpy(), atol=ATOL, rtol=0)
-    feats = model.apply(variables, emb, interm, method=HQSam.hq_features)
     np.testing.assert_allclose(np.asarray(feats), hq.numpy().transpose(0, 2, 3, 1), atol=ATOL, rtol=0)
-    a = model.apply(variables, emb, None, coords, labels, hq_features=feats, method=HQSam.decode)
-    b = model.apply(variables, emb, interm, coords, labels, method=HQSam.decode)
     np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[0]), atol=1e-6, rtol=0)
 
 

@@ -27,6 +27,7 @@ from tests.family_official import (
 
 pytestmark = pytest.mark.torch
 torch = import_references()
+pytest.importorskip("mobile_sam", reason="the reference package (pyproject's torch extra) is not installed")
 from mobile_sam import build_sam_vit_t  # noqa: E402  (after the stand-ins are on the path)
 from mobile_sam.modeling import (  # noqa: E402
     MaskDecoder,
