@@ -26,6 +26,7 @@ Weight axes
   vocab         rows of a token-embedding table (CLIP text: 49408)
   positions     rows of a 1-D position table (CLIP text context; ViT class token + patches)
   joint_embed   CLIP's shared image-text embedding (projection_dim); OWL-ViT's class embeddings
+  attn_heads    one entry per attention head (TinyViT's learned attention biases, heads x offsets)
 
 Activation axes
   activation_batch, activation_height, activation_width, activation_length,
@@ -43,7 +44,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",
     "in_channels", "neck", "prompt_embed", "prompt_mlp", "prompt_attn", "mask_channels", "tokens",
-    "pe_coords", "pe_feats", "vocab", "positions", "joint_embed",
+    "pe_coords", "pe_feats", "vocab", "positions", "joint_embed", "attn_heads",
 )
 ACTIVATION_AXES = (
     "activation_batch", "activation_height", "activation_width", "activation_length",

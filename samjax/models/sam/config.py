@@ -47,6 +47,9 @@ class SamConfig:
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    # Epsilon of the TwoWayTransformer's LayerNorms: torch's default 1e-5 in SAM; EfficientViT-SAM's builder sets every
+    # nn.LayerNorm of its model, the decoder's included, to 1e-6 (efficientvit set_norm_eps).
+    decoder_norm_eps: float = 1e-5
     # Sam wrapper.
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
@@ -92,6 +95,8 @@ class SamConfig:
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             problems.append(f"encoder_global_attn_indexes {bad} are outside 0..{self.encoder_depth - 1}")
+        if not self.decoder_norm_eps > 0:
+            problems.append(f"decoder_norm_eps must be > 0, got {self.decoder_norm_eps}")
         if self.window_size < 0:
             problems.append("window_size must be >= 0 (0 means global attention everywhere)")
         if self.image_format not in ("RGB", "BGR"):

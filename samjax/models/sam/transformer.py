@@ -189,20 +189,20 @@ class TwoWayAttentionBlock(nn.Module):
         else:
             q = queries + query_pe
             queries = queries + Attention(c, nh, dtype=dt, name="self_attn")(q, q, queries, token_mask)
-        queries = layer_norm("prompt_embed", eps=1e-5, name="norm1", dtype=dt)(queries)
+        queries = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm1", dtype=dt)(queries)
 
         q, k = queries + query_pe, keys + key_pe
         queries = queries + Attention(c, nh, rate, dt, od, name="cross_attn_token_to_image")(
             q, k, keys, projected=cache.get("cross_attn_token_to_image"))
-        queries = layer_norm("prompt_embed", eps=1e-5, name="norm2", dtype=dt)(queries)
+        queries = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm2", dtype=dt)(queries)
 
         mlp = MLPBlock(c, cfg.decoder_mlp_dim, ("prompt_embed", "prompt_mlp"), act=nn.relu, dtype=dt, name="mlp")
-        queries = layer_norm("prompt_embed", eps=1e-5, name="norm3", dtype=dt)(queries + mlp(queries))
+        queries = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm3", dtype=dt)(queries + mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
         keys = keys + Attention(c, nh, rate, dt, od, name="cross_attn_image_to_token")(
             k, q, queries, token_mask, projected=cache.get("cross_attn_image_to_token"))
-        keys = layer_norm("prompt_embed", eps=1e-5, name="norm4", dtype=dt)(keys)
+        keys = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm4", dtype=dt)(keys)
         return queries, keys
 
 
@@ -231,5 +231,5 @@ class TwoWayTransformer(nn.Module):
         q, k = queries + point_embedding, keys + key_pe
         attn = Attention(c, cfg.decoder_num_heads, cfg.attention_downsample_rate, dt, cfg.decoder_operand_dtype,
                          name="final_attn_token_to_image")(q, k, keys)
-        queries = layer_norm("prompt_embed", eps=1e-5, name="norm_final_attn", dtype=dt)(queries + attn)
+        queries = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm_final_attn", dtype=dt)(queries + attn)
         return queries, jnp.broadcast_to(keys, (b, *keys.shape[1:]))

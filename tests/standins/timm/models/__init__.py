@@ -1,0 +1,1 @@
+"""TEST STAND-IN (see timm/__init__.py)."""
