@@ -27,8 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samjax import infer
+from samjax import infer, parallel
+from samjax.training import config as training_config
 from samjax.training import metrics
+from samjax.training.input import to_global
+from samjax.training.state import init_state
+from samjax.training.step import compiled_step
 from samjax.models import Sam, SamConfig, attention as A, decode_prompts, image_cache, init_params
 
 ROWS: list[dict] = []
@@ -156,8 +160,6 @@ def bench_decoder(cfg, iters, peak, budget, prompts=64) -> None:
 def vitb_train_config(tiny: bool, images: int):
     """The sa1b_vitb experiment at `images` per step with rematerialised prompt rounds (tiny: the tiny ViT-B, 4 masks
     per image). -> (config, SamConfig)."""
-    from samjax.training import config as training_config  # noqa: PLC0415
-
     cfg = training_config.load_experiment("sa1b_vitb")
     cfg.data.batch_size = images
     cfg.prompts.remat_rounds = True
@@ -194,21 +196,17 @@ class StatefulStep:
 
 def train_step_inputs(cfg, mc: SamConfig, mesh, params: dict, seed: int = 0):
     """cfg's training step on `mesh` and what it starts from: (jitted step, initial state from `params`, (the
-    synthetic batch of cfg.data.batch_size images as a global array, nan_steps)). Used here and by train_ab."""
-    from samjax import train  # noqa: PLC0415
-    from samjax.training import state as train_state  # noqa: PLC0415
-
-    tx, step, _, shardings = train.compiled_step(cfg, mc, mesh)
+    synthetic batch of cfg.data.batch_size images as a global array,)). Used here and by train_ab."""
+    tx, step, _, shardings = compiled_step(cfg, mesh)
     with jax.set_mesh(mesh):
-        state = train_state.init_state(params, tx, seed, shardings)
+        state = init_state(params, tx, seed, shardings)
     batch = synthetic_train_batch(cfg.data.batch_size, cfg.data.max_masks_per_image, mc.image_size,
                                   mc.mask_input_size)
-    return step, state, (train.to_global(batch, mesh), jnp.asarray([-1], jnp.int32))
+    return step, state, (to_global(batch, mesh),)
 
 
 def train_step_call(tiny: bool, images: int):
-    """One ViT-B training step on a synthetic batch of `images` -> (StatefulStep, (batch, nan_steps), cfg, mc)."""
-    from samjax.training import state as train_state  # noqa: PLC0415
+    """One ViT-B training step on a synthetic batch of `images` -> (StatefulStep, (batch,), cfg, mc)."""
 
     cfg, mc = vitb_train_config(tiny, images)
     mesh = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])

@@ -103,7 +103,6 @@ def inference(tiny: bool) -> None:
 
 def training(tiny: bool) -> None:
     from samjax import train  # noqa: PLC0415
-    from samjax.training import state as train_state  # noqa: PLC0415
 
     topo = topologies.get_topology_desc(topology_name="v5p:2x2x1", platform="tpu")
     chips = len(topo.devices)

@@ -32,8 +32,10 @@ import jax
 import numpy as np
 
 from benchmarks.device import host_params, train_step_flops, train_step_inputs
-from benchmarks.tpu_aot import bytes_in_use
-from samjax.training import config as training_config, metrics, state as train_state
+from samjax import parallel
+from samjax.aot import footprint as bytes_in_use
+from samjax.training import config as training_config
+from samjax.training import metrics
 
 DEFAULT_VARIANTS = ("scan=--config.prompts.unroll_rounds=False", "unrolled=--config.prompts.unroll_rounds=True")
 

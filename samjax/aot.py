@@ -90,7 +90,7 @@ def out_of_memory_bytes(message: str) -> int | None:
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
                 "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
-_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\((.*)\)\s*->\s*.*\{\s*$")
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\((.*)\)\s*->\s*.*)?\{\s*$")
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.+?)\s+([a-z][\w\-]*)\((.*?)\)(.*)$")
 _FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "partition-id",
          "replica-id", "iota", "opt-barrier"}
@@ -111,6 +111,7 @@ class _Instr:
     op: str
     shapes: list  # result arrays
     operands: list[str]
+    args: str
     attrs: str
 
 
@@ -134,7 +135,7 @@ def _parse(hlo: str) -> tuple[dict[str, list[_Instr]], dict[str, dict[str, list]
             comps[current], shapes[current] = [], {}
             if line.startswith("ENTRY"):
                 entry = current
-            for param in h.group(2).split(", "):
+            for param in (h.group(2) or "").split(", "):
                 pname, _, ptype = param.partition(": ")
                 shapes[current][pname.strip().lstrip("%")] = _arrays(ptype)
             continue
@@ -144,8 +145,10 @@ def _parse(hlo: str) -> tuple[dict[str, list[_Instr]], dict[str, dict[str, list]
         if not m:
             continue
         name, rtype, op, args, attrs = m.groups()
-        operands = [a.strip().lstrip("%") for a in re.findall(r"%?([\w.\-]+)", args)]
-        inst = _Instr(name, op, _arrays(rtype), operands, attrs)
+        # operands are "%a, %b" (optimised HLO), "a, b" or "f32[4,8]{1,0} %a, ..." (typed)
+        named = re.findall(r"%([\w.\-]+)", args)
+        operands = named or [a.strip() for a in args.split(",") if a.strip() and not _ARRAY.match(a.strip())]
+        inst = _Instr(name, op, _arrays(rtype), operands, args, attrs)
         comps[current].append(inst)
         shapes[current][name] = inst.shapes
     return comps, shapes, entry
@@ -230,8 +233,7 @@ def loop_cost(compiled_or_text: Any, kind: str, peak_flops: float | None = None,
 def _trip_from_condition(inst: _Instr, comps, shapes) -> int:
     """A while loop's trip count from its condition's `compare(counter, constant)` when XLA left no annotation."""
     cond = re.search(r"condition=%?([\w.\-]+)", inst.attrs)
-    text = " ".join(f"{i.op} {i.attrs}" for i in comps.get(cond.group(1), [])) if cond else ""
-    consts = [int(c) for c in re.findall(r"constant\((\d+)\)", text)]
+    consts = [int(i.args) for i in comps.get(cond.group(1), []) if cond and i.op == "constant" and i.args.isdigit()]
     return max(consts) if consts else 1
 
 

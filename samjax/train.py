@@ -45,8 +45,8 @@ def parse(argv: list[str]) -> tuple[dict, object]:
     unknown = [a for a in argv if not a.startswith((*NAMED, "--config."))]
     experiment = named.get("--experiment", named.get("--config"))
     if unknown or not experiment or not named.get("--workdir"):
-        raise ValueError(f"usage: python -m samjax.train --experiment=NAME --workdir=DIR [--config.FIELD=VALUE ...] "
-                         f"[--aot=TOPOLOGY]" + (f"; unknown arguments {unknown}" if unknown else ""))
+        raise ValueError("usage: python -m samjax.train --experiment=NAME --workdir=DIR [--config.FIELD=VALUE ...] "
+                         "[--aot=TOPOLOGY]" + (f"; unknown arguments {unknown}" if unknown else ""))
     cfg = config_lib.apply_overrides(config_lib.load_experiment(experiment), overrides)
     given = {a[len("--config."):].split("=", 1)[0] for a in overrides}
     cfg.fit.fixed = tuple(sorted(set(cfg.fit.fixed) | (given & set(fit.FIT_FIELDS))))

@@ -8,14 +8,12 @@ sign is float rounding noise in either implementation); such pixels are counted 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from samjax.convert import from_torch
 from samjax.infer import Predictor
-from samjax.models.sam import Sam, image_encoder
-from tests.conftest import TINY_CONFIGS, stand_in_params
+from tests.conftest import TINY_CONFIGS
 from tests.official import build_official, import_official, state_dict_numpy
 
 torch, segment_anything = import_official()
@@ -92,7 +90,6 @@ def test_predict_prompts(tiny_config, photo, multimask):
 
 
 def test_predict_tall_image(tall_photo):
-    from tests.conftest import TINY_CONFIGS
 
     ref, ours = make_pair(TINY_CONFIGS["tiny_windowed"], seed=2)
     with torch.no_grad():
@@ -103,7 +100,6 @@ def test_predict_tall_image(tall_photo):
 
 
 def test_bgr_input(photo):
-    from tests.conftest import TINY_CONFIGS
 
     ref, ours = make_pair(TINY_CONFIGS["tiny_windowed"])
     bgr = np.ascontiguousarray(photo[..., ::-1])

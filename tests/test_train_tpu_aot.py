@@ -30,7 +30,7 @@ def test_vith_train_step_compiles_and_fits_v5p():
 
     from benchmarks.tpu_aot import bytes_in_use, cost
     from samjax import train
-    from samjax.training import config as training_config, state as train_state
+    from samjax.training import config as training_config
     from samjax.models import attention
 
     topo = topologies.get_topology_desc(topology_name=os.environ.get("SAMJAX_AOT_TOPOLOGY", "v5p:4x4x4"),

@@ -38,20 +38,15 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
-from samjax.weights.keys import CheckpointMismatchError
 from samjax.models.clip import ClipConfig, abstract_params
 from samjax.weights.hf import (
-    as_numpy,
-    check_keys,
-    contiguous,
     drop_position_ids,
-    hf_key,
     hf_weights_file,
     read_hf_config,
     read_state_dict,
-    relayout,
-    torch_shape,
 )
+from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
+                                 torch_shape)
 
 LAYOUTS = ("hf", "openai")
 HF_RENAMES = {"pre_layernorm": "pre_layrnorm"}  # CLIPModel's spelling of the vision tower's first norm
@@ -125,7 +120,7 @@ def _flat_abstract(config: ClipConfig) -> dict[tuple[str, ...], Any]:
 
 @functools.lru_cache(maxsize=16)
 def _hf_table(config: ClipConfig, prefix: str, renames: tuple) -> tuple:
-    return tuple((path, prefix + hf_key(path, dict(renames)), torch_shape(path, leaf.shape))
+    return tuple((path, prefix + torch_key(path, dict(renames)), torch_shape(path, leaf.shape))
                  for path, leaf in _flat_abstract(config).items())
 
 
@@ -144,14 +139,14 @@ def from_hf(state_dict: Mapping[str, Any], config: ClipConfig, prefix: str = "",
     where = f"CLIP config (Hugging Face layout{', ' + prefix if prefix else ''})"
     check_keys(got, {key: shape for _, key, shape in table}, where,
                hint="Build the config with ClipConfig.from_hf_config(config.json) (or config_from_state_dict).")
-    params = {path: relayout(path, as_numpy(sd[key]), to_flax=True) for path, key, _ in table}
+    params = {path: relayout(path, as_numpy(sd[key], np.float32), to_flax=True) for path, key, _ in table}
     return jax.tree.map(contiguous, flax.traverse_util.unflatten_dict(params))
 
 
 def to_hf(params: Mapping, prefix: str = "", renames: Mapping[str, str] = HF_RENAMES) -> dict[str, np.ndarray]:
     """samjax params -> a HF CLIPModel state dict of numpy arrays (what CLIPModel.state_dict() holds)."""
     flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    return {prefix + hf_key(p, renames): contiguous(relayout(p, np.asarray(w, np.float32), to_flax=False))
+    return {prefix + torch_key(p, renames): contiguous(relayout(p, np.asarray(w, np.float32), to_flax=False))
             for p, w in flat.items()}
 
 
@@ -234,7 +229,7 @@ def from_openai(state_dict: Mapping[str, Any], config: ClipConfig) -> dict:
                hint="Build the config with samjax.weights.clip.config_from_state_dict(state_dict) or a preset.")
     params = {}
     for key, paths, kind in _openai_entries(config):
-        w = as_numpy(sd[key])
+        w = as_numpy(sd[key], np.float32)
         if kind in ("qkv", "qkv_bias"):
             for path, part in zip(paths, np.split(w, 3, axis=0)):
                 params[path] = part.T if kind == "qkv" else part

@@ -3,7 +3,7 @@
 The state dict is efficientvit's EfficientViTSam's: `image_encoder.backbone.*`, `image_encoder.neck.*`,
 `image_encoder.norm.*` (with every BatchNorm's running statistics), `prompt_encoder.*` and `mask_decoder.*` as
 SAM's. Official files may wrap it in {"state_dict": ...} (samjax.convert.load_torch_checkpoint unwraps it). Key table
-and layouts: samjax/weights/torch_keys.py; running statistics go to "batch_stats".
+and layouts: samjax/weights/keys.py; running statistics go to "batch_stats".
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from samjax.models.efficientvit_sam import (
     EfficientViTSamConfig,
     abstract_variables,
 )
-from samjax.weights import torch_keys
+from samjax.weights import keys
 
 TRANSPOSED = ("output_upscaling",)
 BACKBONE_KEY = "image_encoder.backbone.stages.0.op_list.0.conv.weight"
@@ -26,11 +26,11 @@ BACKBONE_KEY = "image_encoder.backbone.stages.0.op_list.0.conv.weight"
 
 def torch_shapes(config: EfficientViTSamConfig) -> dict[str, tuple[int, ...]]:
     """The official state_dict's keys and shapes for `config`."""
-    return torch_keys.torch_shapes(abstract_variables(config), TRANSPOSED)
+    return keys.torch_shapes(abstract_variables(config), TRANSPOSED)
 
 
 def _problems(state_dict, config: EfficientViTSamConfig) -> list[str]:
-    return torch_keys.mismatch(state_dict, torch_shapes(config), (config.sam.pixel_mean, config.sam.pixel_std))
+    return keys.mismatch(state_dict, torch_shapes(config), (config.sam.pixel_mean, config.sam.pixel_std))
 
 
 def check_state_dict(state_dict: Mapping[str, Any], config: EfficientViTSamConfig) -> None:
@@ -43,18 +43,18 @@ def check_state_dict(state_dict: Mapping[str, Any], config: EfficientViTSamConfi
             hint = f"This checkpoint looks like {guess}: use EfficientViTSamConfig.from_name({guess!r})."
         elif BACKBONE_KEY not in state_dict:
             hint = f"It has no {BACKBONE_KEY}: not an EfficientViT-SAM checkpoint."
-    torch_keys.raise_mismatch(problems, "EfficientViT-SAM", hint)
+    keys.raise_mismatch(problems, "EfficientViT-SAM", hint)
 
 
 def from_torch(state_dict: Mapping[str, Any], config: EfficientViTSamConfig) -> dict:
     """Official state dict (torch tensors or numpy arrays) -> {"params", "batch_stats"} of numpy float32."""
     check_state_dict(state_dict, config)
-    return torch_keys.from_torch(state_dict, abstract_variables(config), TRANSPOSED)
+    return keys.from_torch(state_dict, abstract_variables(config), TRANSPOSED)
 
 
 def to_torch(variables: Mapping, config: EfficientViTSamConfig | None = None) -> dict[str, np.ndarray]:
     """{"params", "batch_stats"} -> the official state dict (numpy), loadable by efficientvit's model strictly."""
-    return torch_keys.to_torch(variables, TRANSPOSED)
+    return keys.to_torch(variables, TRANSPOSED)
 
 
 def _structure(state_dict: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:

@@ -1,4 +1,4 @@
-"""Reading Hugging Face / PyTorch checkpoints as numpy state dicts, and the shared pieces of key-table converters.
+"""Reading Hugging Face / PyTorch checkpoints as numpy state dicts (key tables: samjax.weights.keys).
 
 A checkpoint is a file (`model.safetensors`, `pytorch_model.bin`, an OpenAI CLIP `.pt`, ...) or a Hugging Face
 model directory (config.json beside one of those, or beside a sharded `*.index.json`). `.safetensors` are read with
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,16 +26,8 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
                    "pytorch_model.bin.index.json")
 
 
-def as_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any float dtype) or array -> float32 numpy."""
-    if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
-def contiguous(x: np.ndarray) -> np.ndarray:
-    """C-contiguous, keeping 0-d arrays 0-d (np.ascontiguousarray makes them 1-d: CLIP's logit_scale is a scalar)."""
-    return np.asarray(x, order="C")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -119,51 +110,12 @@ def read_hf_config(directory: str | Path) -> dict:
 
 # ----- key tables -----
 
-def hf_key(path: tuple[str, ...], renames: Mapping[str, str] | None = None) -> str:
-    """('text_model', 'encoder', 'layers_3', 'mlp', 'fc1', 'kernel') -> 'text_model.encoder.layers.3.mlp.fc1.weight';
-    `renames` maps whole module names (e.g. {'pre_layernorm': 'pre_layrnorm'})."""
-    *modules, leaf = path
-    modules = [re.sub(r"_(\d+)$", r".\1", (renames or {}).get(m, m)) for m in modules]
-    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
-    return ".".join([*modules, leaf])
 
 
-def relayout(path: tuple[str, ...], w: np.ndarray, to_flax: bool) -> np.ndarray:
-    """Linear (out, in) <-> kernel (in, out); Conv2d (O, I, kh, kw) <-> (kh, kw, I, O); everything else alike."""
-    if path[-1] != "kernel":
-        return w
-    if w.ndim == 2:
-        return w.T
-    return w.transpose(2, 3, 1, 0) if to_flax else w.transpose(3, 2, 0, 1)
 
 
-def torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The torch-side shape of a parameter of flax shape `shape` (see `relayout`)."""
-    if path[-1] != "kernel":
-        return tuple(shape)
-    if len(shape) == 2:
-        return (shape[1], shape[0])
-    return (shape[3], shape[2], shape[0], shape[1])
 
 
-def check_keys(got: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], what: str,
-               hint: str = "") -> None:
-    """Raise CheckpointMismatchError listing missing, unexpected and mis-shaped keys, if any."""
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    misshaped = sorted(f"{k}: checkpoint {tuple(got[k])}, expected {tuple(expected[k])}"
-                       for k in set(expected) & set(got) if tuple(got[k]) != tuple(expected[k]))
-    if not (missing or unexpected or misshaped):
-        return
-
-    def block(title, items, limit=12):
-        more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
-        return f"  {title} ({len(items)}):\n" + "\n".join(f"    {i}" for i in items[:limit]) + more
-
-    parts = [block(t, items) for t, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                               ("mis-shaped keys", misshaped)) if items]
-    raise CheckpointMismatchError(f"the state dict does not match the {what}:\n" + "\n".join(parts)
-                                  + (f"\n  {hint}" if hint else ""))
 
 
 def drop_position_ids(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The state dict is segment_anything_hq's `Sam` with `MaskDecoderHQ`: SAM's keys (ViT or TinyViT encoder) plus
 `mask_decoder.{hf_token, hf_mlp, compress_vit_feat, embedding_encoder, embedding_maskfeature}.*`. Key table and
-layouts: samjax/weights/torch_keys.py; `compress_vit_feat.{0,3}` and `embedding_encoder.{0,3}` are
+layouts: samjax/weights/keys.py; `compress_vit_feat.{0,3}` and `embedding_encoder.{0,3}` are
 ConvTranspose2d, `embedding_maskfeature.{0,3}` Conv2d. The TinyViT variant's BatchNorm running statistics go to
 "batch_stats".
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from samjax.models.hq_sam import PRESETS, HQSamConfig, abstract_variables
-from samjax.weights import torch_keys
+from samjax.weights import keys
 
 TRANSPOSED = ("output_upscaling", "compress_vit_feat", "embedding_encoder")
 HQ_KEY = "mask_decoder.hf_token.weight"
@@ -25,11 +25,11 @@ _VIT_WIDTHS = {768: "sam_hq_vit_b", 1024: "sam_hq_vit_l", 1280: "sam_hq_vit_h"}
 
 def torch_shapes(config: HQSamConfig) -> dict[str, tuple[int, ...]]:
     """The official state_dict's keys and shapes for `config`."""
-    return torch_keys.torch_shapes(abstract_variables(config), TRANSPOSED)
+    return keys.torch_shapes(abstract_variables(config), TRANSPOSED)
 
 
 def _problems(state_dict, config: HQSamConfig) -> list[str]:
-    return torch_keys.mismatch(state_dict, torch_shapes(config), (config.sam.pixel_mean, config.sam.pixel_std))
+    return keys.mismatch(state_dict, torch_shapes(config), (config.sam.pixel_mean, config.sam.pixel_std))
 
 
 def check_state_dict(state_dict: Mapping[str, Any], config: HQSamConfig) -> None:
@@ -42,18 +42,18 @@ def check_state_dict(state_dict: Mapping[str, Any], config: HQSamConfig) -> None
             hint = f"This checkpoint looks like {guess}: use HQSamConfig.{guess}()."
         elif HQ_KEY not in state_dict:
             hint = "It has no mask_decoder.hf_token: not an HQ-SAM checkpoint (SAM, MobileSAM?)."
-    torch_keys.raise_mismatch(problems, "HQ-SAM", hint)
+    keys.raise_mismatch(problems, "HQ-SAM", hint)
 
 
 def from_torch(state_dict: Mapping[str, Any], config: HQSamConfig) -> dict:
     """Official state dict (torch tensors or numpy arrays) -> variables ({"params"}, + "batch_stats" for TinyViT)."""
     check_state_dict(state_dict, config)
-    return torch_keys.from_torch(state_dict, abstract_variables(config), TRANSPOSED)
+    return keys.from_torch(state_dict, abstract_variables(config), TRANSPOSED)
 
 
 def to_torch(variables: Mapping, config: HQSamConfig | None = None) -> dict[str, np.ndarray]:
     """Variables -> the official state dict (numpy), loadable by segment_anything_hq's Sam strictly."""
-    return torch_keys.to_torch(variables, TRANSPOSED)
+    return keys.to_torch(variables, TRANSPOSED)
 
 
 def detect_model(state_dict: Mapping[str, Any]) -> str | None:

@@ -23,20 +23,15 @@ import flax
 import jax
 import numpy as np
 
-from samjax.weights.keys import CheckpointMismatchError
 from samjax.models.owlvit import OwlViTConfig, abstract_params, box_bias
 from samjax.weights.hf import (
-    as_numpy,
-    check_keys,
-    contiguous,
     drop_position_ids,
-    hf_key,
     hf_weights_file,
     read_hf_config,
     read_state_dict,
-    relayout,
-    torch_shape,
 )
+from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
+                                 torch_shape)
 
 OWL_CHECKPOINTS = "a Hugging Face OWL-ViT or OWLv2 checkpoint (google/owlvit-* or google/owlv2-*)"
 
@@ -58,14 +53,14 @@ def detect_version(state_dict: Mapping[str, Any]) -> int:
 def hf_shapes(config: OwlViTConfig) -> dict[str, tuple[int, ...]]:
     """The HF OwlViTForObjectDetection / Owlv2ForObjectDetection state_dict keys and shapes of `config`."""
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    return {hf_key(p): torch_shape(p, leaf.shape) for p, leaf in flat.items()}
+    return {torch_key(p): torch_shape(p, leaf.shape) for p, leaf in flat.items()}
 
 
 def _drop_box_bias(state_dict: Mapping[str, Any], config: OwlViTConfig) -> dict[str, Any]:
     sd = dict(state_dict)
     if "box_bias" in sd:
         want = box_bias(config.grid_size, config.grid_size)
-        got = as_numpy(sd.pop("box_bias"))
+        got = as_numpy(sd.pop("box_bias"), np.float32)
         if got.shape != want.shape or not np.allclose(got, want, atol=1e-4):
             raise CheckpointMismatchError(f"box_bias {got.shape} differs from the {want.shape} bias of a "
                                           f"{config.grid_size}x{config.grid_size} patch grid: wrong image/patch size?")
@@ -82,14 +77,14 @@ def from_hf(state_dict: Mapping[str, Any], config: OwlViTConfig) -> dict:
     check_keys({k: tuple(np.shape(v)) for k, v in sd.items()}, hf_shapes(config),
                f"{config.model_type} config", hint="Build the config with OwlViTConfig.from_hf_config(config.json).")
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    params = {p: relayout(p, as_numpy(sd[hf_key(p)]), to_flax=True) for p in flat}
+    params = {p: relayout(p, as_numpy(sd[torch_key(p)], np.float32), to_flax=True) for p in flat}
     return jax.tree.map(contiguous, flax.traverse_util.unflatten_dict(params))
 
 
 def to_hf(params: Mapping) -> dict[str, np.ndarray]:
     """samjax params -> a HF-format state dict of numpy arrays (OwlViT/Owlv2ForObjectDetection.state_dict())."""
     flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    return {hf_key(p): contiguous(relayout(p, np.asarray(w, np.float32), to_flax=False))
+    return {torch_key(p): contiguous(relayout(p, np.asarray(w, np.float32), to_flax=False))
             for p, w in flat.items()}
 
 

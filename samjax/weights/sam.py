@@ -1,7 +1,7 @@
 """Official SAM checkpoints (segment_anything `Sam.state_dict()`) <-> samjax parameters.
 
 The key table is the generic one of `samjax.weights.keys` (names follow the official state_dict; the output
-upscaling's ConvTranspose2d kernels are the only transposed convolutions). `pixel_mean` / `pixel_std` are
+upscaling's ConvTranspose2d kernels are the only transposed convolutions); the variables are parameters only. `pixel_mean` / `pixel_std` are
 non-persistent buffers officially; if a checkpoint carries them anyway they are checked against the config, not
 stored as parameters.
 """
@@ -11,28 +11,21 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping
 
-import flax
-import jax
 import numpy as np
 
 from samjax.models import SamConfig, abstract_params
+from samjax.weights import keys
+from samjax.weights.keys import CheckpointMismatchError
 from samjax.weights.pth import OFFICIAL_CHECKPOINTS
-from samjax.weights.keys import CheckpointMismatchError, as_numpy, mismatch, relayout, torch_key
 
 TRANSPOSED_CONVS = ("output_upscaling",)  # ConvTranspose2d weights are (in, out, kh, kw)
-BUFFERS = ("pixel_mean", "pixel_std")
 PRESETS = ("vit_b", "vit_l", "vit_h")
 PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 
 
-def _relayout(path: tuple[str, ...], w: np.ndarray, to_flax: bool) -> np.ndarray:
-    return relayout(path, w, to_flax, TRANSPOSED_CONVS)
-
-
 @functools.lru_cache(maxsize=16)
 def _torch_shapes(config: SamConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    return tuple((torch_key(p), _relayout(p, np.empty(leaf.shape, np.uint8), to_flax=False).shape) for p, leaf in flat.items())
+    return tuple(keys.torch_shapes({"params": abstract_params(config)}, TRANSPOSED_CONVS).items())
 
 
 def torch_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:
@@ -56,56 +49,31 @@ def check_state_dict(state_dict: Mapping[str, Any], config: SamConfig) -> None:
         some = ", ".join(repr(k) for k in list(state_dict)[:3])
         raise CheckpointMismatchError(f"not a SAM checkpoint: none of its {len(state_dict)} keys ({some}, ...) "
                                       f"belongs to image_encoder / prompt_encoder / mask_decoder; use {OFFICIAL_CHECKPOINTS}")
-    buffers = []
-    for k in BUFFERS:
-        if k in state_dict:
-            want = getattr(config, k)
-            if not np.allclose(as_numpy(state_dict[k]).reshape(-1), want, atol=1e-3):
-                buffers.append(f"{k} {as_numpy(state_dict[k]).reshape(-1).tolist()} differs from the config's {list(want)}")
-    report = mismatch(torch_shapes(config), state_dict, ignore=BUFFERS, extra_problems=buffers)
-    if report is None:
+    problems = keys.mismatch(state_dict, torch_shapes(config), (config.pixel_mean, config.pixel_std))
+    if not problems:
         return
     hint = ""
-    if "keys (" in report:
+    if any("keys (" in p for p in problems):
         guess = detect_model(state_dict)
         hint = (f"\n  This checkpoint looks like {guess}: use --model {guess} (SamConfig.{guess}())." if guess else
                 "\n  It matches none of vit_b / vit_l / vit_h; is it an official SAM checkpoint (not SAM 2, HQ-SAM"
                 " or MobileSAM)?")
-    raise CheckpointMismatchError("the state dict does not match the model config:\n" + report + hint)
+    raise CheckpointMismatchError("the state dict does not match the model config:\n" + "\n".join(problems) + hint)
 
 
 def from_torch(state_dict: Mapping[str, Any], config: SamConfig) -> dict:
     """Official state dict (torch tensors or numpy arrays, official key names) -> samjax params (float32)."""
     check_state_dict(state_dict, config)
-    flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    params = {path: _relayout(path, as_numpy(state_dict[torch_key(path)]), to_flax=True) for path in flat}
-    return jax.tree.map(np.ascontiguousarray, flax.traverse_util.unflatten_dict(params))
+    return keys.from_torch(state_dict, {"params": abstract_params(config)}, TRANSPOSED_CONVS)["params"]
 
 
 def to_torch(params: Mapping, config: SamConfig) -> dict[str, np.ndarray]:
     """samjax params -> an official-format state dict of numpy arrays (what official `Sam.state_dict()` holds)."""
-    flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    return {torch_key(p): np.ascontiguousarray(_relayout(p, np.asarray(w, np.float32), to_flax=False)) for p, w in flat.items()}
+    return keys.to_torch({"params": params}, TRANSPOSED_CONVS)
 
 
 def random_state_dict(config: SamConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A randomly initialised state dict in the official format (keys, shapes, layouts), without torch.
-
-    Kernels ~ N(0, 1/fan_in); norm scales ~ 1 + N(0, 0.1^2); the Fourier matrix ~ N(0, 1) as officially;
-    everything else (biases, tokens, position tables) ~ N(0, 0.1^2). Random weights give meaningless masks.
-    """
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        shape, name = leaf.shape, path[-1]
-        if name == "kernel":
-            return rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
-        if name == "scale":
-            return 1.0 + 0.1 * rng.standard_normal(shape)
-        if name == "positional_encoding_gaussian_matrix":
-            return rng.standard_normal(shape)
-        return 0.1 * rng.standard_normal(shape)
-
-    flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    params = {path: draw(path, leaf).astype(np.float32) for path, leaf in flat.items()}
-    return to_torch(flax.traverse_util.unflatten_dict(params), config)
+    """A randomly initialised state dict in the official format (keys, shapes, layouts), without torch
+    (`keys.random_variables`: kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2), the Fourier matrix ~ N(0, 1)
+    as officially, the rest ~ N(0, 0.1^2)). Random weights give meaningless masks."""
+    return to_torch(keys.random_variables({"params": abstract_params(config)}, seed)["params"], config)

@@ -27,7 +27,7 @@ from samjax.models.efficientvit_sam import (
 from samjax.models.efficientvit_sam.encoder import LiteMLA, LocalBlock
 from samjax.models.family_config import sam_config_for
 from samjax.weights import efficientvit_sam as convert
-from samjax.weights import torch_keys
+from samjax.weights import keys
 from tests.family_official import (
     ATOL,
     check_cases,
@@ -77,8 +77,8 @@ def _block_pair(ours, ref, x, seed):
     ref.eval()
     abstract = jax.eval_shape(ours.init, jax.random.key(0), jnp.asarray(x))
     abstract = flax.core.meta.unbox(abstract)
-    variables = torch_keys.from_torch(ref.state_dict(), abstract)
-    assert set(torch_keys.torch_shapes(abstract)) == set(ref.state_dict())
+    variables = keys.from_torch(ref.state_dict(), abstract)
+    assert set(keys.torch_shapes(abstract)) == set(ref.state_dict())
     with torch.no_grad():
         r = ref(torch.as_tensor(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
     o = np.asarray(ours.apply(variables, jnp.asarray(x)))

@@ -118,7 +118,7 @@ def test_key_set_round_trip_and_errors():
     assert set(back) == set(sd)
     for k, v in sd.items():
         if k.endswith("num_batches_tracked"):
-            assert back[k].shape == () and back[k] == 0  # no effect at momentum 0.1 (samjax/weights/torch_keys.py)
+            assert back[k].shape == () and back[k] == 0  # no effect at momentum 0.1 (samjax/weights/keys.py)
         else:
             np.testing.assert_array_equal(back[k], v, err_msg=k)
     ref.load_state_dict({k: torch.as_tensor(v) for k, v in back.items()}, strict=True)
