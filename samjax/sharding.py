@@ -21,6 +21,8 @@ Weight axes
   mask_channels small convolution channels (mask downscaling, output upscaling)
   tokens        rows of an embedding table (IoU token, mask tokens, point embeddings)
   pe_coords, pe_feats  the random Fourier matrix (2, prompt_embed / 2)
+  memory_embed  SAM 2 memory channels (mem_dim, 64)
+  memory_mlp    SAM 2 memory-attention FFN and memory-encoder ConvNeXt hidden widths
 
 Activation axes
   activation_batch, activation_height, activation_width, activation_length,
@@ -32,7 +34,7 @@ from __future__ import annotations
 WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",
     "in_channels", "neck", "prompt_embed", "prompt_mlp", "prompt_attn", "mask_channels", "tokens",
-    "pe_coords", "pe_feats",
+    "pe_coords", "pe_feats", "memory_embed", "memory_mlp",
 )
 ACTIVATION_AXES = (
     "activation_batch", "activation_height", "activation_width", "activation_length",
