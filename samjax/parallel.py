@@ -27,6 +27,8 @@ Weight axes
   positions     rows of a 1-D position table (CLIP text context; ViT class token + patches)
   joint_embed   CLIP's shared image-text embedding (projection_dim); OWL-ViT's class embeddings
   attn_heads    one entry per attention head (TinyViT's learned attention biases, heads x offsets)
+  memory_embed  SAM 2 memory channels (mem_dim, 64)
+  memory_mlp    SAM 2 memory-attention FFN and memory-encoder ConvNeXt hidden widths
 
 Activation axes
   activation_batch, activation_height, activation_width, activation_length,
@@ -45,6 +47,7 @@ WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",
     "in_channels", "neck", "prompt_embed", "prompt_mlp", "prompt_attn", "mask_channels", "tokens",
     "pe_coords", "pe_feats", "vocab", "positions", "joint_embed", "attn_heads",
+    "memory_embed", "memory_mlp",
 )
 ACTIVATION_AXES = (
     "activation_batch", "activation_height", "activation_width", "activation_length",
