@@ -16,14 +16,7 @@ import pytest
 from PIL import Image
 
 from samjax.infer import Predictor
-from tests.annotate_helpers import (
-    CFG,
-    client,
-    object_point,
-    rle_to_mask,
-    tiny_params,
-    write_images,
-)
+from tests.annotate_helpers import CFG, client, object_point, rle_to_mask, tiny_params, write_images
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -237,11 +230,24 @@ def test_bad_requests_get_4xx_with_a_message(images, tmp_path, predictor):
     assert r.status_code == 422
     r = c.post("/api/images", files={"file": ("big.png", b"0" * 30_000, "image/png")})
     assert r.status_code == 413 and "limit of 20000 bytes" in r.json()["detail"]
+    r = c.post(f"/api/images/{name}/decode", content=iter([b"[" + b" " * 3000, b" " * 3000 + b"]"]),
+               headers={"content-type": "application/json"})  # chunked, no Content-Length: counted as it comes
+    assert r.status_code == 413 and "limit of 4096 bytes" in r.json()["detail"]
     r = client(app).get("/api/images", headers={"host": "evil.example:8000"})  # DNS rebinding
     assert r.status_code == 400 and "loopback" in r.json()["detail"]
     r = c.post(f"/api/images/{name}/decode", json=ok, headers={"origin": "http://evil.example"})
     assert r.status_code == 403 and "cross-site" in r.json()["detail"]
     assert not (tmp_path / "out" / f"{name.rsplit('.', 1)[0]}.json").exists()
+    app.app.state.engine.close()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    app = make((broken, None), tmp_path / "out2", predictor)
+    c = client(app)
+    (entry,) = c.get("/api/images").json()
+    assert entry["id"] == "bad.png" and "not an image" in entry["error"]  # listed, not hidden
+    r = c.post("/api/images/bad.png/embedding")
+    assert r.status_code == 422 and "bad.png" in r.json()["detail"]
     app.app.state.engine.close()
 
 
@@ -299,3 +305,17 @@ def test_prefill_adds_editable_model_masks(images, tmp_path, predictor):
     listed = {im["id"]: im for im in c.get("/api/images").json()}[name]
     assert (listed["model_masks"], listed["person_masks"]) == (len(anns) - 1, 1)
     app.app.state.engine.close()
+
+
+def test_predictor_set_embedding_checks_what_it_is_given(predictor, images):
+    """Predictor.set_embedding (what the server decodes from) refuses an embedding of another model or size."""
+    image = images[1][0][1]
+    feats, input_sizes, original_sizes = predictor.encode_images([image])
+    g, c = CFG.grid_size, CFG.prompt_embed_dim
+    with pytest.raises(ValueError, match=rf"\(1, {g}, {g}, {c}\)"):
+        predictor.set_embedding(np.zeros((1, g, g, c + 1), np.float32), input_sizes[0], original_sizes[0])
+    with pytest.raises(ValueError, match="not the resized size"):
+        predictor.set_embedding(feats, (64, 64), original_sizes[0])
+    predictor.set_embedding(np.asarray(feats), input_sizes[0], original_sizes[0])
+    assert predictor.original_size == (96, 128) and predictor.input_size == (48, 64)
+    assert np.array_equal(predictor.get_image_embedding(), np.asarray(feats))

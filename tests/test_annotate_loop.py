@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -82,13 +83,14 @@ def test_annotate_convert_finetune_annotate_again(tmp_path):
 
     app = build_app(tmp_path / "photos", labels, checkpoint=model)  # round 2 with the fine-tuned model
     c = client(app)
-    name, _, masks = images[0]
+    name = images[0][0]
     doc = c.get(f"/api/images/{name}").json()
     n = made[0]
     assert len(doc["doc"]["annotations"]) == n and {a["model"] for a in doc["doc"]["annotations"]} == {"ckpt0"}
     annotate_round(app, images[:1], "round2")
     doc = c.get(f"/api/images/{name}").json()["doc"]
-    assert [(a["model"], a["annotator"]) for a in doc["annotations"]] == [("ckpt0", "round1")] * n + [("model", "round2")] * n
+    want = [("ckpt0", "round1")] * n + [("model", "round2")] * n
+    assert [(a["model"], a["annotator"]) for a in doc["annotations"]] == want
     assert len({p.parent.name for p in (labels / ".cache" / "embeddings").rglob("*.npz")}) == 2  # one cache per model
     app.app.state.engine.close()
 
@@ -105,7 +107,13 @@ def test_server_command_line(tmp_path, monkeypatch, capsys):
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app, host=host, port=port))
     args = ["--images", str(tmp_path / "photos"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "labels")]
-    assert main(args) == 0
+    monkeypatch.delenv("SAMJAX_COMPILATION_CACHE", raising=False)
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert main(args) == 0
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "labels" / ".cache" / "xla")  # inside --out
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
     assert (served["host"], served["port"]) == ("127.0.0.1", 8000)
     assert "open http://127.0.0.1:8000/\n" in capsys.readouterr().out
     assert client(served["app"]).get("/api/images").status_code == 200  # no token needed on loopback

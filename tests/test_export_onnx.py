@@ -18,9 +18,7 @@ import pytest
 from samjax.convert import from_torch
 from samjax.infer import Predictor
 from samjax.models import transforms as T
-from tests.annotate_helpers import (
-    CFG,  # the annotation tool's tiny config: compiled decoders are shared
-)
+from tests.annotate_helpers import CFG  # the annotation tool's tiny config: compiled decoders are shared
 from tests.official import build_official, import_official, state_dict_numpy
 
 onnx = pytest.importorskip("onnx")

@@ -40,13 +40,7 @@ import numpy as np
 
 from samjax import mask_io
 from samjax.annotate.engine import Engine
-from samjax.annotate.storage import (
-    AnnotationStore,
-    BadName,
-    Conflict,
-    ImageStore,
-    UnknownImage,
-)
+from samjax.annotate.storage import AnnotationStore, BadImage, BadName, Conflict, ImageStore, UnknownImage
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_POINTS = 64
@@ -134,6 +128,10 @@ def create_app(engine: Engine, store: AnnotationStore, *, token: str | None = No
         errors = [{"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg")), "type": err.get("type")}
                   for err in e.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(BadImage)
+    async def _bad_image(request, e):
+        return JSONResponse({"detail": str(e)}, status_code=422)
 
     @app.exception_handler(UnknownImage)
     async def _unknown(request, e):
@@ -257,7 +255,12 @@ def create_app(engine: Engine, store: AnnotationStore, *, token: str | None = No
     def list_images():
         out = []
         for image_id in images.scan():
-            w, h = images.size(image_id)
+            try:
+                w, h = images.size(image_id)
+            except BadImage as e:  # listed, so it can be seen and fixed, but not opened
+                out.append({"id": image_id, "width": None, "height": None, "error": str(e), "version": 0,
+                            "masks": 0, "model_masks": 0, "person_masks": 0, "done": False})
+                continue
             out.append({"id": image_id, "width": w, "height": h, **store.summary(image_id)})
         return out
 

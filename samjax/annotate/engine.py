@@ -89,6 +89,7 @@ class Engine:
         self._current: str | None = None  # digest of the image whose embedding the Predictor holds
         self._digests: dict[Path, tuple[tuple[int, int], str]] = {}  # path -> ((mtime, size), sha256)
         self._memory: OrderedDict[str, Embedding] = OrderedDict()
+        self._memory_lock = threading.Lock()
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._pending_lock = threading.Lock()
         self._work = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="samjax-annotate")
@@ -134,11 +135,12 @@ class Engine:
         """(the image's embedding, whether it was ready before this call). Computes it at most once: a call
         while the background thread computes it waits for that result."""
         path, digest = self._key(image_id)
-        hit = self._memory.get(digest)
-        if hit is not None:
-            self._memory.move_to_end(digest)
-            self.stats["from_memory"] += 1
-            return hit, True
+        with self._memory_lock:
+            hit = self._memory.get(digest)
+            if hit is not None:
+                self._memory.move_to_end(digest)
+                self.stats["from_memory"] += 1
+                return hit, True
         with self._pending_lock:
             fut = self._pending.get(digest)
             mine = fut is None
@@ -156,9 +158,10 @@ class Engine:
         finally:
             with self._pending_lock:
                 self._pending.pop(digest, None)
-        self._memory[digest] = emb
-        while len(self._memory) > MEMORY_EMBEDDINGS:
-            self._memory.popitem(last=False)
+        with self._memory_lock:
+            self._memory[digest] = emb
+            while len(self._memory) > MEMORY_EMBEDDINGS:
+                self._memory.popitem(last=False)
         return emb, False
 
     def submit(self, fn, *args) -> concurrent.futures.Future:
@@ -175,10 +178,8 @@ class Engine:
         self.embedding(image_id)
 
     # ---------------------------------------------------------------------------------------------- decode
-    def _select(self, image_id: str) -> None:
+    def _select(self, emb: Embedding, digest: str) -> None:
         """Make the image the Predictor's current one (call with self._lock held)."""
-        emb, _ = self.embedding(image_id)
-        digest = self._key(image_id)[1]
         if self._current != digest:
             self.predictor.set_embedding(emb.features, emb.input_size, emb.original_size)
             self._current = digest
@@ -189,8 +190,10 @@ class Engine:
         coords = np.asarray(points, np.float64).reshape(-1, 2) if len(points) else None
         labs = np.asarray(labels, np.int32) if len(points) else None
         box_arr = None if box is None else np.asarray(box, np.float64)
+        emb, _ = self.embedding(image_id)  # before the lock: others decode while this image is encoded
+        digest = self._key(image_id)[1]
         with self._lock:
-            self._select(image_id)
+            self._select(emb, digest)
             masks, scores, _ = self.predictor.predict(point_coords=coords, point_labels=labs, box=box_arr,
                                                       multimask_output=multimask)
             raw = None

@@ -3,11 +3,14 @@
     python -m samjax.annotate.screenshots --checkpoint workdir/tiny_synthetic/model --out docs/
 
 Serves the tool on loopback (in a thread, --prefill on) over a few synthetic images (samjax.data.synthetic, made in a
-temporary folder unless --images is given), clicks an object of the first image, and saves
-OUT/annotate.png (a live mask, its three candidates, a person's accepted mask) and OUT/annotate_prefill.png (the
-next image with the automatic masks shown as the model's, one of them selected). Needs playwright (the [dev]
-extra) and a Chromium: Debian's `apt-get install chromium` gives /usr/bin/chromium (`playwright install` is not
-used: it downloads its own browser).
+temporary folder unless --images is given) and saves two pictures of the page:
+
+- OUT/annotate.png, stage 1: a person's mask from a foreground and a background click, accepted, and the live mask
+  of a click on another object with its three candidates (the image's automatic masks removed first);
+- OUT/annotate_prefill.png, stage 2: the next image with its automatic masks shown as the model's, one selected.
+
+Needs playwright (the [dev] extra) and a Chromium: Debian's `apt-get install chromium` gives /usr/bin/chromium
+(`playwright install` is not used: it downloads its own browser).
 
 `serve` and `launch` are shared with tests/test_annotate_browser.py.
 """
@@ -24,6 +27,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 # Flags for a headless Chromium on a machine without a network: no sandbox (root in a container), no GPU, and no
 # background connections (each would fail, many at a time, on a closed network).
@@ -103,46 +108,73 @@ def wait_decodes(page, n: int, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector(f"#live-layer[data-decodes='{n}']", state="attached", timeout=timeout_ms)
 
 
-def make_images(folder: Path, n: int = 3, size: tuple[int, int] = (360, 480), seed: int = 3) -> None:
-    """n synthetic images (samjax.data.synthetic) as folder/sa_<i>.jpg."""
-    from samjax.data.synthetic import make_sample  # noqa: PLC0415
+def make_images(folder: Path, n: int = 3, size: tuple[int, int] = (360, 480), seed: int = 3) -> list[np.ndarray]:
+    """n synthetic images (samjax.data.synthetic) as folder/sa_<i>.jpg; returns each one's object masks (K, H, W)."""
+    from samjax.data import rle
+    from samjax.data.synthetic import make_sample
 
     folder.mkdir(parents=True, exist_ok=True)
+    out = []
     for i in range(1, n + 1):
-        jpeg, _ = make_sample(seed, i, *size, num_objects=6, min_object_frac=0.15)
+        jpeg, doc = make_sample(seed, i, *size, num_objects=5, min_object_frac=0.25)
         (folder / f"sa_{i}.jpg").write_bytes(jpeg)
+        out.append(np.stack([rle.decode(a["segmentation"]["counts"], *size) for a in doc["annotations"]]))
+    return out
+
+
+def inside(masks: np.ndarray | None, rank: int, w: int, h: int, fallback: tuple[float, float]) -> tuple[float, float]:
+    """(x, y) deep inside the rank-th largest object (or `fallback` x (w, h) when the objects are unknown)."""
+    if masks is None or len(masks) <= rank:
+        return fallback[0] * w, fallback[1] * h
+    from scipy import ndimage
+
+    m = masks[np.argsort(-masks.reshape(len(masks), -1).sum(1))[rank]]
+    dist = ndimage.distance_transform_edt(m)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return x + 0.5, y + 0.5
 
 
 def take(checkpoint: str, out: Path, images: Path | None = None, chromium: str | None = None,
-         points_per_side: int = 16, pred_iou_thresh: float = 0.5, stability_score_thresh: float = 0.8) -> list[Path]:
+         points_per_side: int = 16, pred_iou_thresh: float = 0.4, stability_score_thresh: float = 0.9) -> list[Path]:
     """The two screenshots (see the module docstring); returns their paths."""
-    from samjax.annotate.server import build_app  # noqa: PLC0415
+    import httpx
+
+    from samjax.annotate.server import build_app
 
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="samjax-screenshots-"))
     try:
+        masks = None
         if images is None:
             images = work / "images"
-            make_images(images)
+            masks = make_images(images)[0]
         app = build_app(images, work / "labels", checkpoint=checkpoint,
                         prefill={"points_per_side": points_per_side, "pred_iou_thresh": pred_iou_thresh,
                                  "stability_score_thresh": stability_score_thresh})
-        store = app.app.state.store
+        store, engine = app.app.state.store, app.app.state.engine
         first, second = store.images.ids()[:2]
         w, h = store.images.size(first)
+        a, b = inside(masks, 0, w, h, (0.3, 0.45)), inside(masks, 1, w, h, (0.65, 0.5))
+        background = (0.02 * w, 0.03 * h)
+        for pts in ([a], [a, background]):  # compile the decoder for both prompt sizes before the pictures
+            engine.decode(first, pts, [1] + [0] * (len(pts) - 1), None)
         with serve(app) as url, launch(chromium, 1280, 720) as (_, page):
+            # stage 1 on the first image: its automatic masks (made when it is first opened) are cleared first
+            httpx.post(f"{url}/api/images/{first}/embedding", timeout=600)
+            app.app.state.prefill_jobs[first].result(timeout=600)
+            version = httpx.get(f"{url}/api/images/{first}", timeout=60).json()["version"]
+            httpx.delete(f"{url}/api/images/{first}/annotations", params={"base_version": version}, timeout=60)
             page.goto(f"{url}/?image={first}")
             wait_ready(page)
-            page.wait_for_function("samjaxState.prefill !== 'pending'", timeout=300_000)
             page.fill("#annotator", "ana")
             page.locator("#annotator").dispatch_event("change")
-            click_image(page, 0.3 * w, 0.45 * h)
+            click_image(page, *a)
             wait_decodes(page, 1)
+            click_image(page, *background, button="right")
+            wait_decodes(page, 2)
             page.keyboard.press("Enter")
             page.wait_for_function("samjaxState.candidates === null")
-            click_image(page, 0.65 * w, 0.5 * h)
-            wait_decodes(page, 2)
-            click_image(page, 0.8 * w, 0.3 * h, button="right")
+            click_image(page, *b)
             wait_decodes(page, 3)
             shots = [out / "annotate.png", out / "annotate_prefill.png"]
             page.screenshot(path=str(shots[0]))
@@ -155,7 +187,7 @@ def take(checkpoint: str, out: Path, images: Path | None = None, chromium: str |
             if first_model.count():
                 first_model.click()
             page.screenshot(path=str(shots[1]))
-        app.app.state.engine.close()
+        engine.close()
         return shots
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -168,9 +200,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", default=None, help="images to show (default: synthetic ones in a temporary folder)")
     p.add_argument("--chromium", default=None, help=f"Chromium executable (default {DEFAULT_CHROMIUM})")
     p.add_argument("--points-per-side", type=int, default=16, help="--prefill's point grid (default %(default)s)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.5,
+    p.add_argument("--pred-iou-thresh", type=float, default=0.4,
                    help="--prefill's threshold (default %(default)s: a small model's IoU estimates are low)")
-    p.add_argument("--stability-score-thresh", type=float, default=0.8, help="--prefill's (default %(default)s)")
+    p.add_argument("--stability-score-thresh", type=float, default=0.9, help="--prefill's (default %(default)s)")
     a = p.parse_args(argv)
     try:
         shots = take(a.checkpoint, Path(a.out), Path(a.images) if a.images else None, a.chromium,

@@ -117,7 +117,9 @@ def main(argv=None) -> int:
                    "stability_score_thresh": a.stability_score_thresh}
     from samjax import compilation_cache  # noqa: PLC0415
 
-    compilation_cache.enable()
+    # compiled programs are kept in OUT/.cache/xla (unless $SAMJAX_COMPILATION_CACHE says otherwise): the tool
+    # writes nothing outside --out
+    compilation_cache.enable(os.environ.get(compilation_cache.ENV) or str(Path(a.out).resolve() / CACHE / "xla"))
     try:
         app = build_app(a.images, a.out, checkpoint=a.checkpoint, token=token, loopback_only=loopback,
                         prefill=prefill, browser_decode=a.browser_decode, max_upload=int(a.max_upload_mb * 2**20))

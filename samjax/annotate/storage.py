@@ -56,6 +56,10 @@ class UnknownImage(KeyError):
         return str(self.args[0])
 
 
+class BadImage(ValueError):
+    """A listed file that does not decode as an image, or one too large (HTTP 422)."""
+
+
 class Conflict(RuntimeError):
     """A write that would lose someone else's change (HTTP 409)."""
 
@@ -76,18 +80,25 @@ def image_id_of(stem: str) -> int:
 
 
 def open_image(path: Path) -> Image.Image:
-    im = Image.open(path)
+    """PIL's lazy open (the header only); BadImage if it is not an image or has more than MAX_PIXELS."""
+    try:
+        im = Image.open(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImage(f"{path.name}: not an image PIL can read ({e})") from e
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
-        raise ValueError(f"{path.name}: {w}x{h} pixels is more than the {MAX_PIXELS} this tool accepts")
+        raise BadImage(f"{path.name}: {w}x{h} pixels is more than the {MAX_PIXELS} this tool accepts")
     return im
 
 
 def load_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB in the file's own orientation."""
     with open_image(path) as im:
-        return np.asarray(im.convert("RGB"))
+        try:
+            return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:  # a truncated or corrupt file fails here, after its header
+            raise BadImage(f"{path.name}: the image does not decode ({e})") from e
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

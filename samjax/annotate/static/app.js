@@ -102,26 +102,40 @@ function drawOverlay() {
   ctx.clearRect(0, 0, S.w, S.h);
   S.overlayMap = new Int32Array(S.w * S.h).fill(-1);
   if (!S.doc) return;
-  const anns = S.doc.annotations;
   const img = ctx.createImageData(S.w, S.h), d = img.data;
-  anns.forEach((a, i) => {
+  S.doc.annotations.forEach((a, i) => {
     const [h, w] = a.segmentation.size;
     if (h !== S.h || w !== S.w) return;
-    const [r, g, b] = color(a.id);
-    const model = a.source === "model", sel = a.id === S.selected;
-    const counts = cocoCounts(a.segmentation.counts);
+    // the mask within its box (bbox is the inclusive extent, XYWH), then fill + outline
+    const x0 = Math.max(0, a.bbox[0]), y0 = Math.max(0, a.bbox[1]);
+    const bw = Math.min(w - x0, a.bbox[2] + 1), bh = Math.min(h - y0, a.bbox[3] + 1);
+    const local = new Uint8Array(bw * bh);
     let p = 0, v = 0;
-    for (const n of counts) {
+    for (const n of cocoCounts(a.segmentation.counts)) {
       if (v) {
         for (let q = p; q < p + n; q++) {
-          const y = q % h, x = Math.floor(q / h), k = y * w + x;
-          S.overlayMap[k] = i;
-          // model masks hatched (light stripes), people's solid; the selected one brighter
-          const alpha = sel ? 200 : model ? (((x + y) % 6) < 2 ? 150 : 60) : 115;
-          d[4 * k] = r; d[4 * k + 1] = g; d[4 * k + 2] = b; d[4 * k + 3] = alpha;
+          const x = Math.floor(q / h) - x0, y = (q % h) - y0;
+          if (x >= 0 && y >= 0 && x < bw && y < bh) local[y * bw + x] = 1;
         }
       }
       p += n; v ^= 1;
+    }
+    const [r, g, b] = color(a.id);
+    const model = a.source === "model", sel = a.id === S.selected;
+    const at = (x, y) => x >= 0 && y >= 0 && x < bw && y < bh && local[y * bw + x] === 1;
+    for (let y = 0; y < bh; y++) {
+      for (let x = 0; x < bw; x++) {
+        if (!local[y * bw + x]) continue;
+        const k = (y + y0) * w + (x + x0);
+        S.overlayMap[k] = i;
+        const edge = !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1));
+        // people's masks solid, the model's hatched; every outline drawn, the selected mask's in white
+        const stripe = ((x + x0 + y + y0) % 8) < 3;
+        const alpha = edge ? 255 : sel ? 190 : model ? (stripe ? 170 : 45) : 120;
+        const white = edge && sel;
+        d[4 * k] = white ? 255 : r; d[4 * k + 1] = white ? 255 : g; d[4 * k + 2] = white ? 255 : b;
+        d[4 * k + 3] = alpha;
+      }
     }
   });
   ctx.putImageData(img, 0, 0);
@@ -297,6 +311,7 @@ async function requestDecode() {
   } finally {
     S.decodeBusy = false;
   }
+  if (S.acceptPending) { S.acceptPending = false; accept(); }
 }
 
 async function decodeOnce() {
@@ -421,6 +436,7 @@ async function write(path, opts) {
 }
 
 async function accept() {
+  if (S.decodeBusy) { S.acceptPending = true; return; } // accept what the latest prompt gives
   if (!S.candidates || !S.current) return;
   const p = snapshot();
   const r = await write(imagePath(S.current) + "/annotations", {
