@@ -4,7 +4,8 @@ on loopback (in a thread of this process), a tiny random SAM, synthetic images.
 Click an object -> the drawn mask is the server's decode of that click, pixel for pixel at display resolution
 (1:1 zoom: the mask canvas, and the screen itself: a screenshot with the mask layer shown against one with it
 hidden) -> Enter accepts -> the SA-1B JSON on disk holds it -> after a reload the overlay shows it again (decoded
-from the COCO RLE in the page). A screenshot is kept in the test's tmp folder. With onnxruntime-web available
+from the COCO RLE in the page); after a wheel zoom and a middle-button pan a click still lands on the image point
+under the cursor; right-click, Z and N do what the keys say. A screenshot is kept in the test's tmp folder. With onnxruntime-web available
 (SAMJAX_ORT_WEB: its dist folder, as .ci/run installs it) the page decodes in the browser and matches the server.
 Skipped, saying why, only where Chromium or Playwright is missing.
 """
@@ -121,9 +122,24 @@ def test_click_mask_accept_reload(setup, tmp_path):
         page.screenshot(path=str(tmp_path / "annotate_browser.png"))
         print(f"screenshot: {tmp_path / 'annotate_browser.png'}")
 
-        # keyboard: a background point (right click) adds to the prompt, Z undoes it, N opens the next image
+        # zoom (wheel) and pan (middle-button drag): a click still lands on the image point under the cursor
+        view, vp = page.evaluate("samjaxState.view"), page.locator("#viewport").bounding_box()
+        sx, sy = vp["x"] + view["tx"] + x * view["z"], vp["y"] + view["ty"] + y * view["z"]  # the object on screen
+        page.mouse.move(sx, sy)
+        page.mouse.wheel(0, -200)  # zooms about the cursor
+        page.wait_for_function(f"samjaxState.view.z > {view['z'] * 1.3}")
+        tx0 = page.evaluate("samjaxState.view.tx")
+        page.mouse.down(button="middle")
+        page.mouse.move(sx - 20, sy - 10, steps=3)
+        page.mouse.up(button="middle")
+        assert page.evaluate("samjaxState.view.tx") == pytest.approx(tx0 - 20)
+        assert page.evaluate("samjaxState.prompt.points") == []  # panning adds no point
         screenshots.click_image(page, x, y)
         screenshots.wait_decodes(page, 1)
+        assert np.allclose(page.evaluate("samjaxState.prompt.points")[0], [x, y], atol=0.5)
+        page.keyboard.press("f")  # fit the image in the view again
+
+        # keyboard: a background point (right click) adds to the prompt, Z undoes it, N opens the next image
         screenshots.click_image(page, 2, 2, button="right")
         screenshots.wait_decodes(page, 2)
         assert page.evaluate("samjaxState.prompt.labels") == [1, 0]
