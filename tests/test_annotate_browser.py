@@ -5,9 +5,9 @@ Click an object -> the drawn mask is the server's decode of that click, pixel fo
 (1:1 zoom: the mask canvas, and the screen itself: a screenshot with the mask layer shown against one with it
 hidden) -> Enter accepts -> the SA-1B JSON on disk holds it -> after a reload the overlay shows it again (decoded
 from the COCO RLE in the page); after a wheel zoom and a middle-button pan a click still lands on the image point
-under the cursor; right-click, Z and N do what the keys say. A screenshot is kept in the test's tmp folder. With onnxruntime-web available
-(SAMJAX_ORT_WEB: its dist folder, as .ci/run installs it) the page decodes in the browser and matches the server.
-Skipped, saying why, only where Chromium or Playwright is missing.
+under the cursor; right-click, Z and N do what the keys say. A screenshot is kept in the test's tmp folder.
+With onnxruntime-web available (SAMJAX_ORT_WEB: its dist folder, as .ci/run installs it) the page decodes in the
+browser and matches the server. Skipped, saying why, only where Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
