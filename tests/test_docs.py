@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "BUILD.md", "docs/evaluation.md")
 CI = "CI: .ci/run"  # the command runs in CI (.ci/run -> make test on a clean clone)
 D = "tests/test_docs.py::"
+API, BROWSER, LOOP = (f"tests/test_annotate_{n}.py::" for n in ("api", "browser", "loop"))
 
 # command -> (tests that exercise it; a note on how, where it is not the command verbatim)
 REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
@@ -142,6 +143,37 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
         (D + "test_module_commands", D + "test_bench_data_runs_small"), "run with tiny images"),
     "make figures": ((D + "test_make_targets", "tests/test_figures.py::test_cli_writes_small_png"),
                      "samjax.figures on a tiny model; make train (its prerequisite) as above"),
+    # the annotation tool and the ONNX decoder
+    "python -m samjax.annotate --images photos/ --checkpoint ckpt/sam_vit_b --out labels/": (
+        (LOOP + "test_server_command_line", BROWSER + "test_click_mask_accept_reload", D + "test_module_commands"),
+        "the command line with uvicorn.run stubbed; the page in headless Chromium against uvicorn on loopback"),
+    "python -m samjax.annotate --images photos/ --checkpoint ckpt/sam_vit_b --out labels/ --prefill": (
+        (LOOP + "test_annotate_convert_finetune_annotate_again", API + "test_prefill_adds_editable_model_masks",
+         D + "test_module_commands"),
+        "the app these flags build, in process, on a tiny model and synthetic images"),
+    "python -m samjax.data.sa1b --input labels/ --output labels_tfrecord/ --num-shards 1": (
+        (LOOP + "test_annotate_convert_finetune_annotate_again",), "run on the annotation round's output"),
+    "python -m samjax.train --experiment=finetune --workdir=ft_round1 --config.init.path=ckpt/sam_vit_b "
+    "--config.data.train_files='labels_tfrecord/*.tfrecord' --config.optim.freeze_image_encoder=True": (
+        (LOOP + "test_annotate_convert_finetune_annotate_again", D + "test_train_command_lines"),
+        "these flags plus the tiny model's fields and a 2-step schedule, on the converted annotations"),
+    "python -m samjax.annotate --images photos/ --checkpoint ft_round1/model --out labels/ --prefill": (
+        (LOOP + "test_annotate_convert_finetune_annotate_again",), "the fine-tuned tiny model's export"),
+    "python -m samjax.annotate --images photos/ --checkpoint ckpt/sam_vit_b --out labels/ --host 0.0.0.0 --port 8000": (
+        (LOOP + "test_server_command_line",), "uvicorn.run stubbed: the generated token is printed and required"),
+    "python -m samjax.export_onnx --checkpoint ckpt/sam_vit_b --out decoder.onnx --return-single-mask": (
+        ("tests/test_export_onnx.py::test_cli_writes_a_model_that_runs", D + "test_module_commands"),
+        "on a tiny checkpoint; the graph's parity in the other tests of that file"),
+    "npm install onnxruntime-web@1.31.1": (
+        (CI, BROWSER + "test_browser_decode_with_onnxruntime_web"),
+        ".ci/run installs exactly this version into a temporary folder and points SAMJAX_ORT_WEB at it"),
+    "python -m samjax.annotate --images photos/ --checkpoint ckpt/sam_vit_b --out labels/ --browser-decode "
+    "node_modules/onnxruntime-web": (
+        (BROWSER + "test_browser_decode_with_onnxruntime_web", D + "test_module_commands"),
+        "the page decodes with onnxruntime-web in headless Chromium (skipped, saying so, without SAMJAX_ORT_WEB)"),
+    "python -m samjax.annotate.screenshots --checkpoint workdir/tiny_synthetic/model --out docs/": (
+        (BROWSER + "test_screenshots_command", D + "test_module_commands"),
+        "on a tiny random checkpoint into a tmp folder"),
 }
 
 
@@ -307,8 +339,8 @@ def test_pip_extras_exist():
 
 def test_data_commands_run(tmp_path):
     """The data-pipeline commands of the README, verbatim, as processes in a tmp working directory."""
-    shown = [args for c in doc_commands() for args in python_commands(c) if args[0].startswith("samjax.data.")
-             and args[0] not in ("samjax.data.bench", "samjax.data.coco")]  # coco needs one's own annotations
+    shown = [args for c in doc_commands() if D + "test_data_commands_run" in REGISTRY[c][0]
+             for args in python_commands(c)]  # the commands registered to this test
     assert [a[0] for a in shown] == ["samjax.data.synthetic", "samjax.data.sa1b"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     outs = []

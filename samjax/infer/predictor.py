@@ -153,6 +153,21 @@ class Predictor:
         self.input_size, self.original_size = self.batch_input_sizes[i], self.batch_original_sizes[i]
         self.is_image_set = True
 
+    def set_embedding(self, features, input_size: tuple[int, int], original_size: tuple[int, int]) -> None:
+        """Make a stored embedding the current image's, as `set_image` of that image would: features (1, g, g, C)
+        from `get_image_embedding` or `encode_images`, input_size (h, w) of the resized image, original_size
+        (H, W). For servers that keep embeddings on disk and switch between images without re-encoding."""
+        g, c = self.config.grid_size, self.config.prompt_embed_dim
+        if tuple(np.shape(features)) != (1, g, g, c):
+            raise ValueError(f"features must be (1, {g}, {g}, {c}) (this model's embedding), got {np.shape(features)}")
+        input_size, original_size = tuple(int(v) for v in input_size), tuple(int(v) for v in original_size)
+        if input_size != T.get_preprocess_shape(*original_size, self.config.image_size):
+            raise ValueError(f"input_size {input_size} is not the resized size of an image of {original_size}")
+        self.reset_image()
+        self.original_size, self.input_size = original_size, input_size
+        self._use_features(jax.device_put(np.asarray(features, np.float32)))
+        self.is_image_set = True
+
     def reset_image(self) -> None:
         self.is_image_set = False
         self.batch_features = self.batch_input_sizes = self.batch_original_sizes = None
