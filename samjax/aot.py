@@ -170,6 +170,14 @@ def _dot_flops(inst: _Instr, shapes: dict[str, list]) -> float:
             return 0.0
         kernel = rhs[0][1]
         per_out = math.prod(kernel) / kernel[labels.group(1).index("o")]
+        # XLA writes batched products as convolutions whose input is dilated by the window (lhs_dilate = size): an
+        # output then meets one real input element per window dimension, not size of them
+        size = re.search(r"window=\{[^}]*?size=([\dx]+)", inst.attrs)
+        dilate = re.search(r"window=\{[^}]*?lhs_dilate=([\dx]+)", inst.attrs)
+        if size and dilate:
+            sizes = [int(v) for v in size.group(1).split("x")]
+            dil = [int(v) for v in dilate.group(1).split("x")]
+            per_out *= math.prod(math.ceil(w / d) for w, d in zip(sizes, dil)) / math.prod(sizes)
         return 2.0 * out * per_out
     return 0.0
 
@@ -206,7 +214,7 @@ def loop_cost(compiled_or_text: Any, kind: str, peak_flops: float | None = None,
             if inst.op == "while":
                 body = re.search(r"body=%?([\w.\-]+)", inst.attrs)
                 n = re.search(r'"known_trip_count":\{"n":"(\d+)"', inst.attrs)
-                trip = int(n.group(1)) if n else _trip_from_condition(inst, comps, shapes)
+                trip = int(n.group(1)) if n else _trip_from_condition(inst, comps, shapes, name)
                 trips[inst.name] = trip
                 if body:
                     run(body.group(1), times * trip, depth + 1)
@@ -230,11 +238,51 @@ def loop_cost(compiled_or_text: Any, kind: str, peak_flops: float | None = None,
     return LoopCost(totals["flops"], totals["bytes"], totals["seconds"], trips)
 
 
-def _trip_from_condition(inst: _Instr, comps, shapes) -> int:
-    """A while loop's trip count from its condition's `compare(counter, constant)` when XLA left no annotation."""
+def _trip_from_condition(inst: _Instr, comps, shapes, parent: str | None = None) -> int:
+    """A while loop's trip count when XLA left no annotation (TPU executables): its condition's root compares the
+    loop counter (tuple element k of the state) with a constant limit; the counter starts at the constant that
+    element k of the loop's initial tuple holds (XLA may peel iterations, so not always 0) and steps by 1."""
     cond = re.search(r"condition=%?([\w.\-]+)", inst.attrs)
-    consts = [int(i.args) for i in comps.get(cond.group(1), []) if cond and i.op == "constant" and i.args.isdigit()]
-    return max(consts) if consts else 1
+    body = comps.get(cond.group(1), []) if cond else []
+    by_name = {i.name: i for i in body}
+    root = body[-1] if body else None
+    if root is None:
+        return 1
+    direction = re.search(r"direction=(\w+)", root.attrs)
+    if root.op == "fusion":  # a wrapped compare: look inside for the direction
+        called = re.search(r"calls=%?([\w.\-]+)", root.attrs)
+        inner = comps.get(called.group(1), []) if called else []
+        direction = next((re.search(r"direction=(\w+)", i.attrs) for i in inner if i.op == "compare"), None)
+    operands = [_through_copies(by_name, o) for o in root.operands]
+    consts = [_constant(o) for o in operands]
+    limit = next((c for c in consts if c is not None), None)
+    index = next((int(m.group(1)) for o in operands if o is not None and o.op == "get-tuple-element"
+                  for m in [re.search(r"index=(\d+)", o.attrs)] if m), 0)
+    if limit is None:
+        return 1
+    start = 0
+    init_by_name = {i.name: i for i in comps.get(parent, [])} if parent else {}
+    state = init_by_name.get(inst.operands[0]) if inst.operands else None
+    if state is not None and state.op == "tuple" and index < len(state.operands):
+        first = _constant(_through_copies(init_by_name, state.operands[index]))
+        start = first if first is not None else 0
+    op = direction.group(1) if direction else "LT"
+    if consts and consts[0] is not None:  # compare(limit, counter): mirror the direction
+        op = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE"}.get(op, op)
+    trips = {"LT": limit - start, "LE": limit - start + 1, "GT": start - limit, "GE": start - limit + 1}.get(op, limit)
+    return max(int(trips), 0)
+
+
+def _through_copies(by_name: dict, name: str):
+    """The instruction `name` refers to, through copies, bitcasts and converts."""
+    inst = by_name.get(name)
+    while inst is not None and inst.op in ("copy", "bitcast", "convert", "reshape") and inst.operands:
+        inst = by_name.get(inst.operands[0])
+    return inst
+
+
+def _constant(inst) -> int | None:
+    return int(inst.args) if inst is not None and inst.op == "constant" and inst.args.lstrip("-").isdigit() else None
 
 
 def xla_cost(compiled) -> dict[str, float]:

@@ -31,9 +31,13 @@ def vith():
 def test_ladder_order_and_fixed_fields():
     cfg = vith()
     rungs = fit.ladder(cfg, 64)  # 256 images over 64 chips: 4 per chip
+    # ViT-H: the rounds (one more decoder pass per mask and round) recompute less than the encoder blocks
     assert [r.describe() for r in rungs] == [
-        "no remat", "remat prompt rounds", "remat encoder blocks + prompt rounds",
+        "no remat", "remat prompt rounds", "remat encoder blocks", "remat encoder blocks + prompt rounds",
         "remat encoder blocks + prompt rounds, 2 microbatches", "remat encoder blocks + prompt rounds, 4 microbatches"]
+    assert fit.recompute_flops(cfg, rungs[1]) < fit.recompute_flops(cfg, rungs[2])
+    vitb = training_config.load_experiment("sa1b_vitb")  # ViT-B: the encoder is the cheaper one to recompute
+    assert [r.describe() for r in fit.ladder(vitb, 64)][1:3] == ["remat encoder blocks", "remat prompt rounds"]
     cfg.fit.fixed = ("model.encoder_remat",)
     cfg.model.encoder_remat = False  # the user said: never rematerialise the encoder
     assert [r.describe() for r in fit.ladder(cfg, 64)] == [
@@ -55,14 +59,20 @@ def test_choose_takes_the_first_rung_that_fits_with_headroom():
     chips = [FakeChip("TPU v5", 95 * GIB)] * 64
     asked = []
 
-    def compile_rung(run_cfg, mesh):  # footprints falling rung by rung; the first two over 85% of 95 GiB
-        asked.append((run_cfg.model.encoder_remat, run_cfg.prompts.remat_rounds, run_cfg.train.grad_accum, mesh["fsdp"]))
-        return object(), {0: 300, 1: 90, 2: 40}[len(asked) - 1] * GIB
+    footprint = {(False, False): 300, (False, True): 90, (True, False): 120, (True, True): 40}
 
-    choice = fit.choose(cfg, chips, compile_rung)
-    assert asked == [(False, False, 1, 64), (False, True, 1, 64), (True, True, 1, 64)]
-    assert choice.rung == fit.Rung(True, True, 1) and choice.per_chip_bytes == 40 * GIB
+    def compile_rung(run_cfg, mesh):  # the first three rungs over 85% of 95 GiB
+        key = (run_cfg.model.encoder_remat, run_cfg.prompts.remat_rounds)
+        asked.append((*key, run_cfg.train.grad_accum, mesh["fsdp"]))
+        return object(), footprint[key] * GIB
+
+    logged = []
+    choice = fit.choose(cfg, chips, compile_rung, log=logged.append, workers=1)
+    assert asked == [(False, False, 1, 64), (False, True, 1, 64), (True, False, 1, 64), (True, True, 1, 64)]
+    assert choice.rung == fit.Rung(True, True, 1) and choice.per_chip_bytes == 40 * GIB and logged == choice.lines
     assert choice.config.model.encoder_remat and choice.config.prompts.remat_rounds
+    # compiled two at a time (a host's cores): the same choice
+    assert fit.choose(cfg, chips, compile_rung, workers=2).rung == choice.rung
     assert choice.config.mesh.fsdp == 64 and choice.config.mesh.data == 1
     assert any("over 80.8 GiB" in line for line in choice.lines) and any("fits" in line for line in choice.lines)
     # a compile the compiler refuses for memory (None) counts as not fitting; nothing fits -> a clear error

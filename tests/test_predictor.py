@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from samjax import infer
+from samjax.infer import predictor as predictor_lib
 from samjax.weights import store
 from samjax.models import SamConfig, init_params
 from tests.conftest import TINY_CONFIGS, stand_in_params
@@ -100,12 +101,12 @@ def test_prompts_never_rerun_the_encoder_and_buckets_limit_compiles(photo):
     encode = p._encode
     p._encode = lambda *a: calls.append(1) or encode(*a)
     p.set_image(photo)
-    before = infer._decode._cache_size()
+    before = predictor_lib._decode._cache_size()
     rng = np.random.default_rng(0)
     for n in range(1, 8):  # 1..7 clicks -> 2..8 tokens -> buckets 2, 4, 8: three compiles
         p.predict(point_coords=rng.uniform(0, 299, (n, 2)), point_labels=np.ones(n))
     assert len(calls) == 1
-    assert infer._decode._cache_size() - before == 3
+    assert predictor_lib._decode._cache_size() - before == 3
 
 
 def test_padding_to_a_bucket_changes_nothing(ready):
@@ -258,7 +259,7 @@ def test_image_cache_gives_the_uncached_decode(photo):
     rng = np.random.default_rng(1)
     g, c, p = CFG.grid_size, CFG.prompt_embed_dim, 5
     emb = rng.standard_normal((1, g, g, c)).astype(np.float32)
-    pe = infer.dense_pe(params, config=CFG)
+    pe = predictor_lib.dense_pe(params, config=CFG)
     cache = image_cache(params, CFG, emb, pe)
     coords = rng.uniform(0, CFG.image_size, (p, 2, 2)).astype(np.float32)
     labels = rng.integers(0, 2, (p, 2)).astype(np.int32)
@@ -294,9 +295,9 @@ def test_bfloat16_decoder_products_agree_with_float32(photo):
     params = init_params(CFG, jax.random.key(5))
     p32, pbf = infer.Predictor(CFG, params), infer.Predictor(cfg, params)
     p32.set_image(photo)
-    compiled = infer._encode._cache_size()
+    compiled = predictor_lib._encode._cache_size()
     pbf.set_image(photo)
-    assert infer._encode._cache_size() == compiled
+    assert predictor_lib._encode._cache_size() == compiled
     np.testing.assert_array_equal(pbf.get_image_embedding(), p32.get_image_embedding())
 
     g = CFG.grid_size

@@ -166,11 +166,28 @@ def chunk_budget() -> int:
     return CHUNK_LOGIT_BYTES if target_platform() == "cpu" else ACCELERATOR_CHUNK_LOGIT_BYTES
 
 
+def batch_shards() -> int:
+    """How many ways the batch axis is split over the mesh being traced under (its "data" and "fsdp" axes; 1 with no
+    mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or not mesh.shape:
+        return 1
+    return int(np.prod([n for a, n in mesh.shape.items() if a in ("data", "fsdp")] or [1]))
+
+
 def chunk_shape(b: int, h: int, w: int, length: int, nh: int) -> tuple[int, int, int]:
     """(batch elements, query grid rows, heads) per chunk: the most whose float32 logits fit `chunk_budget()`.
     Batch elements are split only once whole elements fit, and all heads of a row group are kept where they fit;
-    otherwise heads are split, but a chunk still spans enough grid rows for MIN_CHUNK_QUERIES queries."""
-    per_head_row, budget = 4 * w * length, chunk_budget()
+    otherwise heads are split, but a chunk still spans enough grid rows for MIN_CHUNK_QUERIES queries.
+
+    Under a mesh that splits the batch, every chunk keeps the whole batch (counted per device): a loop over a
+    sharded axis would make every device run every element (GSPMD does not partition a loop's iterations)."""
+    shards = batch_shards()
+    if shards > 1 and b % shards == 0:
+        per_head_row, budget = 4 * w * length * (b // shards), chunk_budget()
+        b = 1  # the batch, inside every chunk, is one "element" here
+    else:
+        per_head_row, budget = 4 * w * length, chunk_budget()
     fits = lambda n, unit: [d for d in range(1, n + 1) if n % d == 0 and d * unit <= budget]  # noqa: E731
     if h * nh * per_head_row <= budget:
         return max(fits(b, h * nh * per_head_row)), h, nh
@@ -188,6 +205,8 @@ def _chunked(q, k, v, rel, hw, scale):
     b, length, nh, hd = q.shape
     h, w = hw
     bs, rows, heads = chunk_shape(b, h, w, length, nh)
+    if batch_shards() > 1 and b % batch_shards() == 0:
+        bs = b  # the sharded batch stays inside every chunk (see chunk_shape)
     nb, nr, ng = b // bs, h // rows, nh // heads
 
     def chunks(x):  # (B, H, W, nh, d) -> (nb * ng, nr, bs, heads, rows, W, d): outer groups, then row groups

@@ -34,7 +34,7 @@ def dry_run(cfg, topology: str) -> dict:
 
     out = {"topology": topology, "chips": len(devices), "device_kind": kind, "hbm_bytes": hbm}
     try:
-        choice = fit.choose(cfg, devices, compile_rung, hbm)
+        choice = fit.choose(cfg, devices, compile_rung, hbm, log=lambda line: print(line, flush=True))
     except ValueError as e:
         if "no rung" not in str(e):
             raise
@@ -55,11 +55,11 @@ def dry_run(cfg, topology: str) -> dict:
 
 
 def summary(res: dict) -> str:
-    """A few lines for people; the JSON line is for programs."""
+    """A few lines for people (the fit lines were printed as they came); the JSON line is for programs."""
     gib = 2 ** 30
-    lines = list(res.get("fit", []))
+    lines = []
     if not res["fits"]:
-        return "\n".join(lines + [f"does NOT fit {res['chips']} x {res['device_kind']}"])
+        return "\n".join(res.get("fit", []) + [f"does NOT fit {res['chips']} x {res['device_kind']}"])
     lines.append(f"{res['topology']}: {res['chips']} x {res['device_kind']}, mesh {res['mesh']}, {res['rung']}: "
                  f"{res['per_chip_bytes'] / gib:.1f} of {res['hbm_bytes'] / gib:.1f} GiB per chip; compiled in "
                  f"{res['compile_seconds']:.0f} s")

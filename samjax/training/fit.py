@@ -4,15 +4,18 @@ The rule (`choose`), for a run on N accelerator chips of M bytes of memory each:
 
 1. Mesh: FSDP over every chip, (data, fsdp, tensor) = (1, N, 1): parameters, gradients and optimizer state are
    split N ways and the global batch is split over all N chips. The global batch must divide by N.
-2. The ladder, least recomputation first:
-      0. nothing rematerialised, one microbatch
-      1. the prompt rounds rematerialised (each of the 11 rounds recomputes its decoder pass in the backward pass)
-      2. the encoder blocks too (one more encoder forward)
-      3. 2, with gradient accumulation over 2, 4, ... microbatches, down to one image per chip (accumulation comes
-         last: it repeats FSDP's parameter all-gathers for every microbatch)
-   Each rung is compiled (the executable the run uses; with `--aot` for a slice described by its topology) and
-   the first whose footprint per chip (XLA's memory analysis: arguments + outputs + temporaries - donated) leaves
-   at least `config.fit.headroom` (15%) of M free is taken.
+2. The ladder, least recomputation first (recomputed FLOPs from samjax.training.metrics' analytic counts):
+      - nothing rematerialised, one microbatch;
+      - the encoder blocks or the prompt rounds rematerialised, whichever recomputes less (the encoder costs one
+        more encoder forward per image; the rounds one more decoder pass per mask and round: for ViT-H the rounds
+        are cheaper, for ViT-B the encoder);
+      - the other one;
+      - both;
+      - both, with gradient accumulation over 2, 4, ... microbatches, down to one image per chip (accumulation comes
+        last: it repeats FSDP's parameter all-gathers for every microbatch).
+   Each rung is compiled (the executable the run uses; with `--aot` for a slice described by its topology), as many
+   at a time as the host has cores, and the first whose footprint per chip (XLA's memory analysis: arguments +
+   outputs + temporaries - donated) leaves at least `config.fit.headroom` (15%) of M free is taken.
 3. Fields fixed by the user (`--config.mesh.*`, `--config.model.encoder_remat`, `--config.prompts.remat_rounds`,
    `--config.train.grad_accum` on the command line, recorded in `config.fit.fixed`) keep their values; the rule
    chooses the rest.
@@ -24,8 +27,10 @@ when even the least the run can need per chip (its sharded state plus one image'
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 from typing import Callable
 
 import jax
@@ -33,6 +38,7 @@ import ml_collections
 
 from samjax.models import SamConfig, abstract_params
 from samjax.training import config as config_lib
+from samjax.training import metrics
 
 # Memory per chip (bytes) by device kind substring; a device's own `memory_stats()["bytes_limit"]` wins when known.
 # The first matching key wins: libtpu calls a v5e "TPU v5 lite" and a v5p "TPU v5".
@@ -103,12 +109,23 @@ def mesh_shape(cfg, n_devices: int) -> dict:
     return sizes
 
 
+def recompute_flops(cfg, rung: "Rung") -> float:
+    """Forward FLOPs a rung recomputes in the backward pass, per step (samjax.training.metrics' counts)."""
+    mc = config_lib.model_config(cfg)
+    rounds = 1 + cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds
+    images, masks = cfg.data.batch_size, cfg.data.max_masks_per_image
+    enc = metrics.encoder_flops(mc) * images if rung.encoder_remat else 0.0
+    dec = metrics.decoder_flops(mc, 2 + cfg.prompts.num_click_rounds) * images * masks * rounds if rung.remat_rounds else 0
+    return enc + dec
+
+
 def ladder(cfg, n_batch_shards: int) -> list[Rung]:
     """The rungs to try, in order, with the user's fixed fields held (see the module docstring)."""
     fix = fixed(cfg)
     per_chip = cfg.data.batch_size // n_batch_shards
     accums = [a for a in (2 ** k for k in range(0, 16)) if a <= per_chip and per_chip % a == 0]
-    rungs = [Rung(False, False, 1), Rung(False, True, 1), Rung(True, True, 1)]
+    singles = sorted([Rung(True, False, 1), Rung(False, True, 1)], key=lambda r: recompute_flops(cfg, r))
+    rungs = [Rung(False, False, 1), *singles, Rung(True, True, 1)]
     rungs += [Rung(True, True, a) for a in accums[1:]]
     held = {"encoder_remat": ("model.encoder_remat", bool(cfg.model.encoder_remat)),
             "remat_rounds": ("prompts.remat_rounds", bool(cfg.prompts.remat_rounds)),
@@ -176,27 +193,48 @@ def check(cfg, n_devices: int, hbm: int | None, kind: str = "") -> dict:
 
 
 def choose(cfg, devices: list, compile_rung: Callable[[ml_collections.ConfigDict, dict], tuple[object, int]],
-           hbm: int | None = None) -> Choice:
+           hbm: int | None = None, log: Callable[[str], None] | None = None, workers: int | None = None) -> Choice:
     """Walks the ladder for `devices` (real ones, or an ahead-of-time topology's): compile_rung(cfg, mesh) ->
-    (compiled executable, bytes per chip), or (None, bytes asked for) when the compiler refused it for memory. Returns the first rung that fits with the headroom, or raises
-    ValueError when none does. hbm: bytes per chip (default: `device_memory(devices[0])`)."""
+    (compiled executable, bytes per chip), or (None, bytes asked for) when the compiler refused it for memory.
+    Returns the first rung that fits with the headroom, or raises ValueError when none does. hbm: bytes per chip
+    (default: `device_memory(devices[0])`). log: called with each line as it is known (progress). workers: rungs
+    compiled at once (default: this host's cores); a rung after the chosen one may still be compiling when this
+    returns, and its result is dropped."""
     hbm = hbm if hbm is not None else device_memory(devices[0])
     kind = devices[0].device_kind
     mesh = check(cfg, len(devices), hbm, kind)
     limit = None if hbm is None else (1 - cfg.fit.headroom) * hbm
-    lines = [f"fit: {len(devices)} x {kind}, {hbm / 2**30:.1f} GiB each" if hbm else
-             f"fit: {len(devices)} x {kind}, memory unknown (the first rung is taken)",
-             f"fit: mesh data={mesh['data']} fsdp={mesh['fsdp']} tensor={mesh['tensor']}"
-             + (" (fixed)" if any(f.startswith("mesh.") for f in fixed(cfg)) else " (FSDP over every chip)")]
+    lines = []
+
+    def say(line):
+        lines.append(line)
+        if log is not None:
+            log(line)
+
+    say(f"fit: {len(devices)} x {kind}, {hbm / 2**30:.1f} GiB each" if hbm else
+        f"fit: {len(devices)} x {kind}, memory unknown (the first rung is taken)")
+    say(f"fit: mesh data={mesh['data']} fsdp={mesh['fsdp']} tensor={mesh['tensor']}"
+        + (" (fixed)" if any(f.startswith("mesh.") for f in fixed(cfg)) else " (FSDP over every chip)"))
+    rungs = ladder(cfg, mesh["data"] * mesh["fsdp"])
+    if limit is None:
+        rungs = rungs[:1]
+    workers = max(1, min(len(rungs), workers or os.cpu_count() or 1))
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
     tried = []
-    for rung in ladder(cfg, mesh["data"] * mesh["fsdp"]):
-        run_cfg = with_rung(cfg, mesh, rung)
-        compiled, used = compile_rung(run_cfg, mesh)
-        fits = compiled is not None and (limit is None or used <= limit)
-        lines.append(f"fit: {rung.describe()}: {used / 2**30:.1f} GiB per chip"
-                     + ("" if limit is None else f" ({'fits' if fits else 'over'} {limit / 2**30:.1f} GiB)"))
-        tried.append((rung, used))
-        if fits:
-            return Choice(run_cfg, mesh, rung, used, hbm, compiled, lines)
+    try:
+        runs = [(r, with_rung(cfg, mesh, r)) for r in rungs]
+        futures = [pool.submit(compile_rung, run_cfg, mesh) for _, run_cfg in runs[:workers]]
+        for i, (rung, run_cfg) in enumerate(runs):
+            compiled, used = futures[i].result()
+            if i + workers < len(runs):  # keep `workers` compiles going
+                futures.append(pool.submit(compile_rung, runs[i + workers][1], mesh))
+            fits = compiled is not None and (limit is None or used <= limit)
+            say(f"fit: {rung.describe()}: {used / 2**30:.1f} GiB per chip"
+                + ("" if limit is None else f" ({'fits' if fits else 'over'} {limit / 2**30:.1f} GiB)"))
+            tried.append((rung, used))
+            if fits:
+                return Choice(run_cfg, mesh, rung, used, hbm, compiled, lines)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     raise ValueError("no rung of the ladder fits: " + "; ".join(f"{r.describe()} {u / 2**30:.1f} GiB" for r, u in tried)
                      + f" per chip against {limit / 2**30:.1f} GiB usable; use a larger slice or a smaller batch")

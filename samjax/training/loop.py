@@ -77,10 +77,9 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     devices = jax.devices()[:n_dev] if n_dev else jax.devices()
     executable = None
     if cfg.fit.auto and devices[0].platform != "cpu":  # the mesh, remat and accumulation that fit (training.fit)
-        choice = fit.choose(cfg, devices, lambda c, shape: compile_step(c, parallel.make_mesh(shape, devices)))
+        choice = fit.choose(cfg, devices, lambda c, shape: compile_step(c, parallel.make_mesh(shape, devices)),
+                            log=(lambda line: print(line, flush=True)) if main_proc else None)
         cfg, executable = choice.config, choice.compiled
-        if main_proc:
-            print("\n".join(choice.lines), flush=True)
     if main_proc:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json(indent=2))

@@ -9,7 +9,7 @@ none: one at a random position among the click rounds, and the last. Every round
 previous round's unthresholded low-res logits of its highest-predicted-IoU mask as the mask prompt (no gradient).
 
 The loss of a round backpropagates through the lowest-loss multimask output when the prompt is ambiguous (round
-0 with a single point) and through the single-mask output otherwise; "lowest" by the total loss, or by focal +
+0 with a single point) and through the single-mask output otherwise (so rounds 1.. make only that output); "lowest" by the total loss, or by focal +
 dice alone (`loss.choose_by` "mask", SAM 2's rule). The IoU head is trained on every output the round uses (all 3
 multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
 
@@ -160,15 +160,19 @@ def round_schedule(rng: jax.Array, cfg: PromptConfig) -> jax.Array:
     return add
 
 
-DecodeFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+FirstDecodeFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+NextDecodeFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Array, rng: jax.Array,
-             image_size: int, cfg: PromptConfig, loss_kwargs: dict | None = None) -> tuple[jax.Array, dict]:
+def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.Array, boxes: jax.Array,
+             valid: jax.Array, rng: jax.Array, image_size: int, cfg: PromptConfig,
+             loss_kwargs: dict | None = None) -> tuple[jax.Array, dict]:
     """Runs the rounds; returns (scalar loss, metrics).
 
-    decode(coords (P, N, 2), labels (P, N), mask_prompt (P, m, m), mask_prompt_valid (P,)) -> all outputs:
-        logits (P, K, m, m), iou_pred (P, K) with K = 1 + num_multimask (index 0: the single-mask output).
+    decode_first(coords (P, N, 2), labels (P, N)) -> every output: logits (P, K, m, m), iou_pred (P, K), K = 1 +
+        num_multimask (index 0: the single-mask output). Round 0: no mask prompt yet.
+    decode_next(coords, labels, mask_prompt (P, m, m)) -> the single-mask output only: logits (P, 1, m, m),
+        iou_pred (P, 1). Rounds 1..: unambiguous, so only output 0 is used (loss, next mask prompt and click).
         The image embeddings are closed over (computed once per image by the caller).
     masks (P, m, m) bool targets, boxes (P, 4) XYXY, valid (P,) bool (padding slots carry no loss).
     Loss: mean over rounds of the mean over valid masks. Metrics: loss parts, "miou_first" / "miou_last" (IoU of
@@ -181,49 +185,62 @@ def simulate(decode: DecodeFn, masks: jax.Array, boxes: jax.Array, valid: jax.Ar
     if choose_by not in ("total", "mask"):
         raise ValueError(f"loss.choose_by must be 'total' or 'mask', got {choose_by!r}")
     choose_by = "loss" if choose_by == "total" else "mask"
-    p, m = masks.shape[0], masks.shape[-1]
+    iou_weight = loss_kwargs.get("iou_weight", 1.0)
     k_init, k_sched, k_rounds = jax.random.split(rng, 3)
     coords, labels, is_point = initial_prompts(k_init, masks, boxes, image_size, cfg)
     add_click = round_schedule(k_sched, cfg)
     slot = 2 + jnp.cumsum(add_click) - 1  # token slot of the click added in round r (when add_click[r])
     w = valid.astype(f32)
     denom = jnp.maximum(w.sum(), 1.0)
+    mean = lambda a: (a * w).sum() / denom  # noqa: E731
+    keys = jax.random.split(k_rounds, cfg.num_rounds)
 
-    def one_round(carry, xs):
-        coords, labels, prev, prev_valid = carry
-        r, add, slot_r, key = xs
-        logits, iou_pred = decode(coords, labels, prev, prev_valid)
-        parts = losses.sam_loss(logits, iou_pred, masks, **loss_kwargs)
-        ambiguous = (r == 0) & is_point  # (P,)
-        best = 1 + jnp.argmin(parts[choose_by][:, 1:], axis=-1)
-        chosen = jnp.where(ambiguous, best, 0)  # output whose mask loss is backpropagated
-        pick = lambda a: jnp.take_along_axis(a, chosen[:, None], 1)[:, 0]  # noqa: E731
-        n_multi = iou_pred.shape[1] - 1
-        iou_mse = jnp.where(ambiguous, parts["iou_mse"][:, 1:].sum(-1) / n_multi, parts["iou_mse"][:, 0])
-        per_mask = pick(parts["mask"]) + loss_kwargs.get("iou_weight", 1.0) * iou_mse
-        # Mask prompt and next click: the highest-predicted-IoU mask among the outputs this round uses.
-        sel = jnp.where(ambiguous, 1 + jnp.argmax(iou_pred[:, 1:], -1), 0)
-        sel_logits = jnp.take_along_axis(logits, sel[:, None, None, None], 1)[:, 0]
-        sel_logits = jax.lax.stop_gradient(sel_logits).astype(f32)
-        sel_iou = jnp.take_along_axis(parts["iou"], sel[:, None], 1)[:, 0]
-        # The click for the *next* round is added now, from this round's prediction.
+    def next_prompt(r, coords, labels, sel_logits, key):
+        """The click for round r + 1 (when it adds one), from round r's chosen mask."""
         nxt = jnp.minimum(r + 1, cfg.num_rounds - 1)
         add_next = add_click[nxt] & (r + 1 < cfg.num_rounds)
         c_xy, c_lab = error_click(key, sel_logits > 0, masks, image_size)
         at = (jnp.arange(coords.shape[1]) == slot[nxt])[None, :] & add_next
-        coords = jnp.where(at[..., None], c_xy[:, None, :], coords)
-        labels = jnp.where(at, c_lab[:, None], labels)
-        mean = lambda a: (a * w).sum() / denom  # noqa: E731
+        return jnp.where(at[..., None], c_xy[:, None, :], coords), jnp.where(at, c_lab[:, None], labels)
+
+    def first_round(coords, labels):
+        logits, iou_pred = decode_first(coords, labels)
+        parts = losses.sam_loss(logits, iou_pred, masks, **loss_kwargs)
+        # a single point is ambiguous: the lowest-loss multimask output is backpropagated and the IoU head is
+        # trained on all of them; a box trains the single-mask output
+        best = 1 + jnp.argmin(parts[choose_by][:, 1:], axis=-1)
+        chosen = jnp.where(is_point, best, 0)
+        pick = lambda a: jnp.take_along_axis(a, chosen[:, None], 1)[:, 0]  # noqa: E731
+        iou_mse = jnp.where(is_point, parts["iou_mse"][:, 1:].mean(-1), parts["iou_mse"][:, 0])
+        per_mask = pick(parts["mask"]) + iou_weight * iou_mse
+        # mask prompt and next click: the highest-predicted-IoU mask among the outputs this round uses
+        sel = jnp.where(is_point, 1 + jnp.argmax(iou_pred[:, 1:], -1), 0)
+        sel_logits = jax.lax.stop_gradient(jnp.take_along_axis(logits, sel[:, None, None, None], 1)[:, 0]).astype(f32)
+        sel_iou = jnp.take_along_axis(parts["iou"], sel[:, None], 1)[:, 0]
+        coords, labels = next_prompt(0, coords, labels, sel_logits, keys[0])
         out = {"loss": mean(per_mask), "focal": mean(pick(parts["focal"])), "dice": mean(pick(parts["dice"])),
                "iou_mse": mean(iou_mse), "miou": mean(sel_iou)}
-        return (coords, labels, sel_logits, jnp.ones((p,), bool)), out
+        return (coords, labels, sel_logits), out
 
-    carry = (coords, labels, jnp.zeros((p, m, m), f32), jnp.zeros((p,), bool))
-    rounds = jnp.arange(cfg.num_rounds)
-    keys = jax.random.split(k_rounds, cfg.num_rounds)
+    def later_round(carry, xs):
+        coords, labels, prev = carry
+        r, key = xs
+        logits, iou_pred = decode_next(coords, labels, prev)
+        parts = {k: v[:, 0] for k, v in losses.sam_loss(logits, iou_pred, masks, **loss_kwargs).items()}
+        sel_logits = jax.lax.stop_gradient(logits[:, 0]).astype(f32)
+        coords, labels = next_prompt(r, coords, labels, sel_logits, key)
+        out = {"loss": mean(parts["mask"] + iou_weight * parts["iou_mse"]), "focal": mean(parts["focal"]),
+               "dice": mean(parts["dice"]), "iou_mse": mean(parts["iou_mse"]), "miou": mean(parts["iou"])}
+        return (coords, labels, sel_logits), out
+
     policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
-    body = jax.checkpoint(one_round, policy=policy) if cfg.remat_rounds else one_round
-    _, per_round = jax.lax.scan(body, carry, (rounds, add_click, slot, keys), unroll=cfg.unroll_rounds)
+    if cfg.remat_rounds:
+        first_round = jax.checkpoint(first_round, policy=policy)
+        later_round = jax.checkpoint(later_round, policy=policy)
+    carry, first = first_round(coords, labels)
+    rounds = jnp.arange(1, cfg.num_rounds)
+    _, later = jax.lax.scan(later_round, carry, (rounds, keys[1:]), unroll=cfg.unroll_rounds)
+    per_round = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, later)
     metrics = {k: per_round[k].mean() for k in ("loss", "focal", "dice", "iou_mse")}
     metrics["miou_first"] = per_round["miou"][0]
     metrics["miou_last"] = per_round["miou"][-1]

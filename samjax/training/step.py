@@ -3,7 +3,13 @@ donated.
 
 One step: images (B, S, S, 3) uint8 -> normalise -> image encoder once per image -> for the B x M masks, the
 11-round prompt simulation through the mask decoder (samjax.training.prompts) -> loss -> AdamW or Muon
-(samjax.training.optim), gradient accumulation over microbatches when train.grad_accum > 1. A step whose loss or
+(samjax.training.optim), gradient accumulation over microbatches when train.grad_accum > 1.
+
+The rounds cost what their arithmetic costs: each image's embedding serves its masks as a batch of one (never
+copied per mask); round 0, which has no mask prompt yet, projects the first layer's image side once per image
+(`models.image_cache`); rounds 1.. make only the single-mask output their loss uses, and project the mask prompt's
+dense embedding through its factors (`Sam.decode(factor_mask_prompt=True)`). The same loss and gradients as
+decoding every output of every prompt from a copied embedding, up to float rounding (tests/test_step.py). A step whose loss or
 gradient is not finite leaves the parameters and optimizer state as they were and counts itself in the state.
 
 `StepConfig` holds everything the compiled step depends on and is the only thing `make_train_step` reads, so the
@@ -25,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from samjax import aot, parallel
 from samjax import transforms as T
-from samjax.models import Sam, SamConfig, abstract_params, attention
+from samjax.models import Sam, SamConfig, abstract_params, attention, image_cache
 from samjax.training import config as config_lib
 from samjax.training import optim, prompts, state
 from samjax.training.input import TRAIN_KEYS, batch_spec
@@ -86,15 +92,14 @@ def _compiled_step(sc: StepConfig, mesh):
     return tx, make_train_step(sc, tx, mesh, shardings), abstract, shardings
 
 
-def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shardings):
-    """jit(state, batch) -> (state, metrics); batch: the global batch of `TRAIN_KEYS` (samjax.training.input)."""
+def make_loss_fn(sc: StepConfig, mesh):
+    """loss_fn(params, batch, rng) -> (scalar loss, metrics) of one (micro)batch: the encoder, the prompt rounds."""
     model_cfg = sc.model
     model = Sam(model_cfg)
     loss_kwargs = sc.loss.to_dict()
-    lr_fn = optim.schedule(sc.optim.lr, sc.optim.warmup_steps, tuple(sc.optim.decay_steps), sc.optim.decay_factor)
     freeze = sc.optim.freeze_image_encoder
-    accum = sc.grad_accum
     batch_sh = NamedSharding(mesh, P(parallel.BATCH_AXES))
+    every_output = tuple(range(model_cfg.num_mask_tokens))
 
     def loss_fn(params, batch, rng):
         k_drop, k_prompt = jax.random.split(rng)
@@ -103,17 +108,38 @@ def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shar
         if freeze:
             emb = jax.lax.stop_gradient(emb)
         b, m = batch["masks"].shape[:2]
-        emb = jax.lax.with_sharding_constraint(jnp.repeat(emb, m, axis=0), batch_sh)  # (B*M, g, g, C)
+        image_pe = model.apply({"params": params}, method=Sam.get_dense_pe)  # (1, g, g, C): parameters only
         flat = lambda x: jax.lax.with_sharding_constraint(x.reshape(b * m, *x.shape[2:]), batch_sh)  # noqa: E731
+        per_image = lambda x: x.reshape(b, m, *x.shape[1:])  # noqa: E731
 
-        def decode(coords, labels, prev, prev_valid):
-            return model.apply({"params": params}, emb, coords, labels, prev, prev_valid, all_outputs=True,
-                               method=Sam.decode)
+        # Each image's embedding serves its M prompts as batch 1 (never copied per prompt): vmap over the images.
+        def decode_first(coords, labels):  # round 0: no mask prompt; the first layer's image side once per image
+            def one(e, c, lab):
+                cache = image_cache(params, model_cfg, e[None], image_pe)
+                return model.apply({"params": params}, e[None], c, lab, image_pe=image_pe, image_cache=cache,
+                                   outputs=every_output, method=Sam.decode)
+            out = jax.vmap(one)(emb, per_image(coords), per_image(labels))
+            return jax.tree.map(flat, out)
 
-        return prompts.simulate(decode, flat(batch["masks"]), flat(batch["boxes"]), flat(batch["mask_valid"]),
-                                k_prompt, model_cfg.image_size, sc.prompts, loss_kwargs)
+        def decode_next(coords, labels, prev):  # rounds 1..: the single-mask output, the mask prompt factored
+            def one(e, c, lab, pm):
+                return model.apply({"params": params}, e[None], c, lab, pm, image_pe=image_pe, outputs=(0,),
+                                   factor_mask_prompt=True, method=Sam.decode)
+            out = jax.vmap(one)(emb, per_image(coords), per_image(labels), per_image(prev))
+            return jax.tree.map(flat, out)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        return prompts.simulate(decode_first, decode_next, flat(batch["masks"]), flat(batch["boxes"]),
+                                flat(batch["mask_valid"]), k_prompt, model_cfg.image_size, sc.prompts, loss_kwargs)
+
+    return loss_fn
+
+
+def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shardings):
+    """jit(state, batch) -> (state, metrics); batch: the global batch of `TRAIN_KEYS` (samjax.training.input)."""
+    lr_fn = optim.schedule(sc.optim.lr, sc.optim.warmup_steps, tuple(sc.optim.decay_steps), sc.optim.decay_factor)
+    accum = sc.grad_accum
+    batch_sh = NamedSharding(mesh, P(parallel.BATCH_AXES))
+    grad_fn = jax.value_and_grad(make_loss_fn(sc, mesh), has_aux=True)
 
     def step_fn(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])

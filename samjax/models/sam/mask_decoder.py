@@ -26,7 +26,7 @@ class MaskDecoder(nn.Module):
     @nn.compact
     def predict_masks(self, image_embeddings: jax.Array, image_pe: jax.Array, sparse: jax.Array, dense: jax.Array,
                       token_mask: jax.Array | None = None, cache: dict | None = None, upscale: bool = True,
-                      outputs: tuple[int, ...] | None = None):
+                      outputs: tuple[int, ...] | None = None, factored: tuple | None = None):
         """All num_mask_tokens outputs: masks (B, 1 + num_multimask, 4g, 4g), iou_pred (B, 1 + num_multimask).
         cache: `models.sam.image_cache` of these image embeddings with the no-mask dense embedding, or None.
         upscale=False stops before the output upscaling and returns (src (B, g, g, C), the transformer's image side;
@@ -34,7 +34,8 @@ class MaskDecoder(nn.Module):
         prompts that need them (the automatic generator skips those whose every predicted IoU fails its filter).
         outputs: only these of the 1 + num_multimask outputs, in this order (None: all). The others' mask tokens are
         left out of the final token->image attention and the hypernetworks (the official code makes all and
-        drops the unused: the same values for the kept ones); the parameters are made for all of them."""
+        drops the unused: the same values for the kept ones); the parameters are made for all of them.
+        factored: image_embeddings + dense as (s, h, F) for the first layer's projections (`TwoWayTransformer`)."""
         cfg, dt = self.config, self.config.jnp_dtype
         c, n_masks = cfg.prompt_embed_dim, cfg.num_mask_tokens
         if outputs is None or self.is_initializing():
@@ -55,7 +56,7 @@ class MaskDecoder(nn.Module):
 
         # The transformer's token outputs that are read: the IoU token (0) and the kept outputs' mask tokens.
         hs, src = TwoWayTransformer(cfg, name="transformer")(src, pos_src, tokens, token_mask, cache,
-                                                             (0, *(1 + i for i in outputs)))
+                                                             (0, *(1 + i for i in outputs)), factored)
         iou_token_out = hs[:, 0, :]
         hyper_in = jnp.stack([MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(hs[:, 1 + j])
                               for j, i in enumerate(outputs)], axis=1)  # (B, M, C/8)

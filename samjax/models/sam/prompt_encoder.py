@@ -98,10 +98,22 @@ class PromptEncoder(nn.Module):
 
     def embed_masks(self, masks: jax.Array) -> jax.Array:
         """masks (B, 4g, 4g) low-res logits -> (B, g, g, C)."""
+        return self.mask_downscaling_6(self.mask_features(masks))
+
+    def mask_features(self, masks: jax.Array) -> jax.Array:
+        """masks (B, 4g, 4g) low-res logits -> h (B, g, g, mask_in_chans), the features before the last, linear, layer
+        of the mask downscaling: the dense embedding is h W + b (`mask_projection`)."""
         x = masks[..., None].astype(self.config.jnp_dtype)
         x = gelu(self.mask_downscaling_1(self.mask_downscaling_0(x)))
-        x = gelu(self.mask_downscaling_4(self.mask_downscaling_3(x)))
-        return self.mask_downscaling_6(x)
+        return gelu(self.mask_downscaling_4(self.mask_downscaling_3(x)))
+
+    def mask_projection(self) -> tuple[jax.Array, jax.Array]:
+        """The dense embedding's 1x1 convolution as a matrix: W (mask_in_chans, C), b (C,), in the compute dtype."""
+        if self.is_initializing():  # create the layer's parameters in init
+            self.mask_downscaling_6(jnp.zeros((1, 1, 1, self.config.mask_in_chans), self.config.jnp_dtype))
+        p = self.mask_downscaling_6.variables["params"]
+        dt = self.config.jnp_dtype
+        return p["kernel"][0, 0].astype(dt), p["bias"].astype(dt)
 
     def __call__(self, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
                  mask_valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

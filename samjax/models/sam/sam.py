@@ -46,7 +46,8 @@ class Sam(nn.Module):
 
     def decode(self, image_embeddings: jax.Array, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
                mask_valid: jax.Array | None = None, multimask_output: bool = True, all_outputs: bool = False,
-               image_pe: jax.Array | None = None, image_cache: dict | None = None, upscale: bool = True):
+               image_pe: jax.Array | None = None, image_cache: dict | None = None, upscale: bool = True,
+               outputs: tuple[int, ...] | None = None, factor_mask_prompt: bool = False):
         """Prompts -> low-res mask logits (B, M, 4g, 4g) and predicted IoU (B, M).
 
         image_embeddings (B|1, g, g, C); coords (B, N, 2) in the resized frame; labels (B, N) (see
@@ -57,7 +58,24 @@ class Sam(nn.Module):
         image_cache: `image_cache(params, config, image_embeddings, image_pe)` of these (batch-1) embeddings, made
         once per image; used for prompts without mask prompts, ignored with them.
         upscale=False returns (src, hyper_in, iou) instead, without the masks (`MaskDecoder.predict_masks`).
+        outputs: exactly these of the 1 + num_multimask outputs, in this order (overrides the two options above).
+        factor_mask_prompt: with mask prompts (all valid) and batch-1 embeddings, the first layer projects the image
+        side as (embedding + b) W once and the mask features h (F W) per prompt, where the dense embedding is
+        h F + b (`PromptEncoder.mask_projection`): the same sums without three (g*g, C) x (C, C') products per prompt.
         """
+        if factor_mask_prompt:
+            if masks is None or mask_valid is not None or image_embeddings.shape[0] != 1:
+                raise ValueError("factor_mask_prompt needs mask prompts for every row and batch-1 image embeddings")
+            sparse, _ = self.prompt_encoder(coords, labels)
+            h = self.prompt_encoder.mask_features(masks)  # (P, g, g, m)
+            f, b = self.prompt_encoder.mask_projection()
+            dense = jnp.einsum("phwm,mc->phwc", h, f) + b
+            g, c = h.shape[1], f.shape[1]
+            shared = (image_embeddings.astype(f.dtype) + b).reshape(1, g * g, c)
+            factored = (shared, h.reshape(h.shape[0], g * g, -1), f)
+            image_pe = self.get_dense_pe() if image_pe is None else image_pe
+            return self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense, labels != IGNORE,
+                                                   upscale=upscale, outputs=outputs, factored=factored)
         sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
         if masks is None:
             dense = dense[:1]  # the same no-mask embedding for every prompt: let the decoder share it
@@ -67,6 +85,8 @@ class Sam(nn.Module):
             raise ValueError(f"image_cache is for one image's embeddings (batch 1), got {image_embeddings.shape}")
         image_pe = self.get_dense_pe() if image_pe is None else image_pe
         args = (image_embeddings, image_pe, sparse, dense, labels != IGNORE)
+        if outputs is not None:
+            return self.mask_decoder.predict_masks(*args, cache=image_cache, upscale=upscale, outputs=outputs)
         if all_outputs:
             return self.mask_decoder.predict_masks(*args, cache=image_cache, upscale=upscale)
         return self.mask_decoder(*args, multimask_output=multimask_output, cache=image_cache, upscale=upscale)

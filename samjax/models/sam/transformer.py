@@ -92,11 +92,14 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None,
-                 projected: dict | None = None) -> jax.Array:
+                 projected: dict | None = None, factored: dict | None = None) -> jax.Array:
         """q (B, Nq, C), k and v (B, Nk, C), key_mask (B, Nk) bool or None -> (B, Nq, C).
 
         projected: projections made once per image (`models.sam.image_cache`), head-major (1, heads, head_dim, N)
-        each: "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here)."""
+        each: "q" stands for q @ Wq + bq, "k" for k @ Wk + bk, "v" for v @ Wv + bv (the others are computed here).
+        factored: inputs given as x = s + h F with s (1, N, C) shared by the batch, h (B, N, m) and F (m, C), m << C
+        (the image side plus a mask prompt's dense embedding): "q" / "k" / "v" -> (s, h, F). Their projection is
+        s W + b once and h (F W) per row: the same sums as x W + b, without the (N, C) x (C, C') product per row."""
         c, internal, dt = self.embedding_dim, self.embedding_dim // self.downsample_rate, self.dtype
         nh, hd, od = self.num_heads, internal // self.num_heads, self.operand_dtype
         axes = ("prompt_embed", "prompt_attn")
@@ -108,16 +111,21 @@ class Attention(nn.Module):
         heads = lambda x: x.reshape(*x.shape[:-1], nh, hd)  # noqa: E731
         projected = projected or {}
 
+        factored = factored or {}
+
         def side(name, x, w, b):  # -> (einsum spec, projected heads); keys and values are both indexed by key (k)
             pos = "q" if name == "q" else "k"
             if name in projected:  # cached head-major (1, nh, hd, N): the layout the products read
                 return f"bnd{pos}", projected[name].astype(dt)
+            if name in factored:
+                s, h, f = factored[name]
+                return f"b{pos}nd", heads(s.astype(dt) @ w + b + h.astype(dt) @ (f.astype(dt) @ w))
             return f"b{pos}nd", heads(x @ w + b)
 
         plan_logits, plan_values = attention_plan(q.shape[0], q.shape[1], k.shape[0], k.shape[1], c, nh, hd)
-        if projected:  # the image side is already projected: nothing left to fold
+        if projected or factored:  # the image side is projected from its cache or factors: nothing left to fold
             plan_logits = "standard"
-            plan_values = "standard" if "v" in projected else plan_values
+            plan_values = "standard" if ("v" in projected or "v" in factored) else plan_values
 
         # Where batch (b), query (q), head (n) and key (k) lie in the logits (2-core CPU timings, float32):
         # - prompt tokens attending to the image, its keys and values cached head-major: "bnqk", head-major too,
@@ -179,10 +187,18 @@ class TwoWayAttentionBlock(nn.Module):
     skip_first_layer_pe: bool = False
 
     @nn.compact
-    def __call__(self, queries, keys, query_pe, key_pe, token_mask=None, cache: dict | None = None):
-        """cache: this layer's image-side projections (`models.sam.image_cache`), valid while keys are the image's."""
+    def __call__(self, queries, keys, query_pe, key_pe, token_mask=None, cache: dict | None = None,
+                 factored: tuple | None = None):
+        """cache: this layer's image-side projections (`models.sam.image_cache`), valid while keys are the image's.
+        factored: keys = s + h F as (s (1, N, C), h (B, N, m), F (m, C)) (`Attention`'s factored inputs), for the
+        projections of this layer's image side; `keys` itself is still the residual stream."""
         cfg, dt, od = self.config, self.config.jnp_dtype, self.config.decoder_operand_dtype
         cache = cache or {}
+        to_image = to_token = None  # the factored inputs of the two cross attentions
+        if factored is not None:
+            s, h, f = factored
+            s_pe = s + key_pe.astype(s.dtype)
+            to_image, to_token = {"k": (s_pe, h, f), "v": (s, h, f)}, {"q": (s_pe, h, f)}
         c, nh, rate = cfg.prompt_embed_dim, cfg.decoder_num_heads, cfg.attention_downsample_rate
         if self.skip_first_layer_pe:
             queries = Attention(c, nh, dtype=dt, name="self_attn")(queries, queries, queries, token_mask)
@@ -193,7 +209,8 @@ class TwoWayAttentionBlock(nn.Module):
 
         q, k = queries + query_pe, keys + key_pe
         queries = queries + Attention(c, nh, rate, dt, od, name="cross_attn_token_to_image")(
-            q, k, keys, projected=cache.get("cross_attn_token_to_image"))
+            q, k, keys, projected=cache.get("cross_attn_token_to_image"),
+            factored=to_image)
         queries = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm2", dtype=dt)(queries)
 
         mlp = MLPBlock(c, cfg.decoder_mlp_dim, ("prompt_embed", "prompt_mlp"), act=nn.relu, dtype=dt, name="mlp")
@@ -201,7 +218,8 @@ class TwoWayAttentionBlock(nn.Module):
 
         q, k = queries + query_pe, keys + key_pe
         keys = keys + Attention(c, nh, rate, dt, od, name="cross_attn_image_to_token")(
-            k, q, queries, token_mask, projected=cache.get("cross_attn_image_to_token"))
+            k, q, queries, token_mask, projected=cache.get("cross_attn_image_to_token"),
+            factored=to_token)
         keys = layer_norm("prompt_embed", eps=cfg.decoder_norm_eps, name="norm4", dtype=dt)(keys)
         return queries, keys
 
@@ -212,8 +230,9 @@ class TwoWayTransformer(nn.Module):
     @nn.compact
     def __call__(self, image_embedding: jax.Array, image_pe: jax.Array, point_embedding: jax.Array,
                  token_mask: jax.Array | None = None, cache: dict | None = None,
-                 outputs: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+                 outputs: tuple[int, ...] | None = None, factored: tuple | None = None) -> tuple[jax.Array, jax.Array]:
         """cache: the first layer's image-side projections of this image_embedding (`models.sam.image_cache`).
+        factored: the image side as s + h F (`TwoWayAttentionBlock`), for the first layer's projections.
         outputs: the tokens whose queries are returned (None: all), (B, len(outputs), C); the final token->image
         attention is made for those only (each token's row of it is independent of the others)."""
         cfg, dt = self.config, self.config.jnp_dtype
@@ -225,7 +244,8 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for i in range(cfg.decoder_depth):
             queries, keys = TwoWayAttentionBlock(cfg, skip_first_layer_pe=(i == 0), name=f"layers_{i}")(
-                queries, keys, point_embedding, key_pe, token_mask, cache if i == 0 else None)
+                queries, keys, point_embedding, key_pe, token_mask, cache if i == 0 else None,
+                factored if i == 0 else None)
         if outputs is not None:
             queries, point_embedding = queries[:, list(outputs)], point_embedding[:, list(outputs)]
         q, k = queries + point_embedding, keys + key_pe
