@@ -251,8 +251,8 @@ def test_overrides_and_experiments():
     # progressive resizing from the command line: a tuple per field, a bare number is one stage, 0 is none
     tiny = training_config.load_experiment("tiny_synthetic")
     assert [st["image_size"] for st in stages.low_res_stages(tiny)] == [64, 96] and not stages.low_res_stages(vith)
-    one = training_config.apply_overrides(tiny, ["--config.low_res.image_size=64", "--config.low_res.max_seconds=300"])
-    assert stages.low_res_stages(one) == [{"image_size": 64, "max_seconds": 300.0, "num_steps": 0, "lr": 0}]
+    one = training_config.apply_overrides(tiny, ["--config.low_res.image_size=64", "--config.low_res.num_steps=300"])
+    assert stages.low_res_stages(one) == [{"image_size": 64, "max_seconds": 0, "num_steps": 300, "lr": 0}]
     assert stages.low_res_stages(training_config.apply_overrides(tiny, ["--config.low_res.image_size=0"])) == []
     with pytest.raises(FileNotFoundError, match="tiny_synthetic"):
         training_config.load_experiment("no_such_experiment")
