@@ -100,12 +100,12 @@ def test_prompts_never_rerun_the_encoder_and_buckets_limit_compiles(photo):
     encode = p._encode
     p._encode = lambda *a: calls.append(1) or encode(*a)
     p.set_image(photo)
-    before = infer._decode._cache_size()
+    before = infer.predictor._decode._cache_size()
     rng = np.random.default_rng(0)
     for n in range(1, 8):  # 1..7 clicks -> 2..8 tokens -> buckets 2, 4, 8: three compiles
         p.predict(point_coords=rng.uniform(0, 299, (n, 2)), point_labels=np.ones(n))
     assert len(calls) == 1
-    assert infer._decode._cache_size() - before == 3
+    assert infer.predictor._decode._cache_size() - before == 3
 
 
 def test_padding_to_a_bucket_changes_nothing(ready):
@@ -205,7 +205,7 @@ def test_params_of_another_config_are_rejected():
 def test_decoding_in_groups_equals_one_call(per_prompt):
     """decode_prompts in groups (lax.map; the CPU default) gives what one call over all prompts gives: shared or
     per-prompt embeddings, with mask prompts, all outputs."""
-    from samjax.models import sam  # noqa: PLC0415
+    from samjax.models.sam import sam  # noqa: PLC0415
 
     params = init_params(CFG, jax.random.key(1))
     rng = np.random.default_rng(0)
