@@ -56,6 +56,7 @@ from samjax.models import (
 from samjax.models.efficientvit_sam import EfficientViTSam, EfficientViTSamConfig
 from samjax.models.hq_sam import HQSam, HQSamConfig
 from samjax.models.mobile_sam import MobileSam, MobileSamConfig
+from samjax.weights import store
 
 DECODER_MODULES = ("prompt_encoder", "mask_decoder")
 
@@ -300,7 +301,11 @@ def family_for(config) -> SamFamily:
     """The serving adapter of a model config (SamConfig, HQSamConfig, MobileSamConfig, EfficientViTSamConfig)."""
     cls = FAMILIES.get(type(config))
     if cls is None:
-        name = getattr(type(config), "FAMILY", type(config).__name__)
-        raise ValueError(f"no serving adapter for {name!r} models ({type(config).__name__}): samjax.infer serves "
-                         f"{', '.join(c.__name__ for c in FAMILIES)} (add one in samjax/infer/families.py)")
+        try:
+            name = store.family_name(config)
+        except ValueError:
+            name = type(config).__name__
+        raise ValueError(f"no serving adapter for {name!r} models ({type(config).__name__}) yet: samjax.infer serves "
+                         f"{', '.join(c.__name__ for c in FAMILIES)} (adapters: samjax/infer/families.py); "
+                         "samjax.weights.store.load_model reads its converted variables")
     return cls(config)
