@@ -28,22 +28,24 @@ torch = import_references()
 for _name in ("segment_anything_hq", "mobile_sam", "efficientsam"):
     pytest.importorskip(_name, reason="the reference packages (pyproject's torch extra) are not installed")
 
-import mobile_sam  # noqa: E402  (after the stand-ins are on the path)
-import segment_anything_hq  # noqa: E402
-from efficientsam.models.efficientvit.sam import (  # noqa: E402
+import mobile_sam
+import segment_anything_hq
+from efficientsam.models.efficientvit.sam import (
     EfficientViTSamAutomaticMaskGenerator,
     EfficientViTSamPredictor,
 )
 
-from samjax.weights import efficientvit_sam as ev_weights  # noqa: E402
-from samjax.weights import hq_sam as hq_weights  # noqa: E402
-from samjax.weights import mobile_sam as mb_weights  # noqa: E402
-from tests.efficientvit_sam.test_efficientvit_sam_parity import TINY_L  # noqa: E402
-from tests.efficientvit_sam.test_efficientvit_sam_parity import build_reference as build_ev  # noqa: E402
-from tests.hq_sam.test_hq_sam_parity import TINY_VIT  # noqa: E402
-from tests.hq_sam.test_hq_sam_parity import build_reference as build_hq  # noqa: E402
-from tests.mobile_sam.test_mobile_sam_parity import TINY as TINY_MOBILE  # noqa: E402
-from tests.mobile_sam.test_mobile_sam_parity import build_reference as build_mobile  # noqa: E402
+from samjax.weights import efficientvit_sam as ev_weights
+from samjax.weights import hq_sam as hq_weights
+from samjax.weights import mobile_sam as mb_weights
+from tests.efficientvit_sam.test_efficientvit_sam_parity import TINY_L
+from tests.efficientvit_sam.test_efficientvit_sam_parity import (
+    build_reference as build_ev,
+)
+from tests.hq_sam.test_hq_sam_parity import TINY_VIT
+from tests.hq_sam.test_hq_sam_parity import build_reference as build_hq
+from tests.mobile_sam.test_mobile_sam_parity import TINY as TINY_MOBILE
+from tests.mobile_sam.test_mobile_sam_parity import build_reference as build_mobile
 
 # family -> (tiny config, reference builder, converter, reference predictor, reference generator)
 FAMILIES = {
