@@ -58,7 +58,7 @@ FAMILIES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def served(family: str):
     """(reference model, our Predictor) for a family's tiny config: one build, conversion and compile per family."""
     cfg, build, weights, *_ = FAMILIES[family]
@@ -106,7 +106,7 @@ def test_predictor_matches_reference_predictor(family, photo):
                                rtol=0)
     options = [{}, {"hq_token_only": True}] if family == "hq_sam" else [{}]
     for opts in options:
-        for name, kwargs in prompts(photo).items():
+        for kwargs in prompts(photo).values():
             low = compare(ours, ref, kwargs, **opts)
         # refinement: the previous answer's low-res logits as the mask prompt, with the clicks
         compare(ours, ref, dict(kwargs, mask_input=low[:1], multimask_output=False), **opts)
