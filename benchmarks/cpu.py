@@ -13,6 +13,9 @@ and in a fresh process that finds JAX's persistent compilation cache (samjax.run
   (samjax predict_batch vs official predict_torch + postprocessing), on a cached embedding. Then both again with
   samjax's decoder products with the image side in bfloat16 (`SamConfig.decoder_matmul_dtype`, float32 elsewhere;
   the official code as before, timed again), and that mode's thresholded-mask IoU against samjax's float32 masks.
+- families: the MobileSAM (TinyViT-5M, 1024 px) and EfficientViT-SAM L0 (512 px) encoders against their reference
+  packages' (mobilesam-mirror, efficientsam; random weights, converted), and samjax's MobileSAM encoder against
+  samjax's ViT-B encoder (set_image on the same image; the decoders are SAM's and timed above).
 - amg: automatic mask generation, points_per_side=16, other options at their defaults (encoder included); then
   the same with pred_iou_thresh=0, where samjax, like the official generator, makes the masks of every point (at
   the defaults it skips the points whose predicted IoUs all fail the filter: all of them with random weights).
@@ -80,6 +83,48 @@ def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, rep
           f"mean {iou.mean():.4f}; pixels that differ {np.mean(masks_bf16 != masks_f32):.2e}", flush=True)
 
 
+def family_rows(image, vit_b, repeats: int) -> None:
+    """Encoder rows of MobileSAM and EfficientViT-SAM L0 against their references, and MobileSAM against ViT-B."""
+    import jax
+    import torch
+    from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+    from mobile_sam import SamPredictor
+
+    from samjax.infer import Predictor
+    from samjax.models.efficientvit_sam import EfficientViTSamConfig
+    from samjax.models.mobile_sam import MobileSamConfig
+    from samjax.weights import efficientvit_sam, mobile_sam
+    from tests.efficientvit_sam.test_efficientvit_sam_parity import (
+        build_reference as build_ev,
+    )
+    from tests.mobile_sam.test_mobile_sam_parity import build_reference as build_mobile
+
+    def encoder(predictor):
+        def run():
+            predictor.set_image(image)
+            jax.block_until_ready(predictor.features)
+        return run
+
+    for name, cfg, build, weights, ref_predictor in (
+            ("MobileSAM encoder (TinyViT-5M, 1024)", MobileSamConfig.mobile_sam(), build_mobile, mobile_sam, SamPredictor),
+            ("EfficientViT-SAM L0 encoder (512)", EfficientViTSamConfig.l0(), build_ev, efficientvit_sam,
+             EfficientViTSamPredictor)):
+        ref_model = build(cfg)
+        ours = Predictor(cfg, weights.from_torch(ref_model.state_dict(), cfg))
+        ref = ref_predictor(ref_model)
+        run = encoder(ours)
+        t = time.perf_counter()
+        run()
+        first = time.perf_counter() - t
+        with torch.no_grad():
+            ref.set_image(image)
+            row(name, *side_by_side(run, lambda ref=ref: ref.set_image(image), repeats), first)
+        if name.startswith("MobileSAM"):
+            mobile = run
+    ratio = side_by_side(mobile, encoder(vit_b), repeats)
+    row("samjax MobileSAM encoder vs samjax ViT-B", *ratio, None, "(official column: samjax ViT-B)")
+
+
 def first_call_in_fresh_process(cache_dir: str) -> dict:
     """Runs this module's --first-calls in a new process sharing `cache_dir`: its compile times with a warm cache."""
     env = dict(os.environ, SAMJAX_COMPILATION_CACHE=cache_dir)
@@ -90,12 +135,11 @@ def first_call_in_fresh_process(cache_dir: str) -> dict:
 
 def first_calls() -> dict:
     """Compile + first run of the encoder and of the prompt decoder (one point) on a fresh Predictor."""
+    import jax
     from skimage import data
 
     from samjax.infer import Predictor
     from samjax.models import SamConfig, init_params
-
-    import jax
 
     cfg = SamConfig.vit_b()
     predictor = Predictor(cfg, init_params(cfg, jax.random.PRNGKey(0)))
@@ -112,7 +156,7 @@ def first_calls() -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sections", default="encoder,prompt,amg")
+    ap.add_argument("--sections", default="encoder,prompt,amg,families")
     ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     from samjax import runtime
@@ -194,6 +238,8 @@ def main(argv=None) -> int:
                                    for g in np.array_split(grid, -(-len(grid) // 64))])
             print(f"points whose best predicted IoU passes the default pred_iou_thresh 0.88: {(best > 0.88).sum()} of "
                   f"{len(best)} (max {best.max():.3f})")
+    if "families" in sections:
+        family_rows(image, ours, args.repeats)
     fresh = first_call_in_fresh_process(cache_dir)
     print(f"\nfirst call in a fresh process with the persistent compilation cache: encoder {fresh['encoder']:.2f} s "
           f"(this process, cold: {enc_first:.2f} s), prompt {fresh['prompt']:.2f} s")

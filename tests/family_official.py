@@ -17,6 +17,7 @@ from samjax import transforms as T
 from tests.official import STANDINS, import_official
 
 ATOL = 1e-4
+PREPROCESSING_BUFFERS = ("pixel_mean", "pixel_std")
 
 
 def import_references():
@@ -39,7 +40,9 @@ def randomize_(model, seed: int) -> None:
     """Random values in every parameter and floating buffer of a torch model, none trivial: Linear / Conv weights
     ~ N(0, 1/fan_in), norm weights ~ 1 + N(0, 0.1^2), BatchNorm running means ~ N(0, 0.1^2) and variances
     ~ U(0.5, 1.5), attention biases ~ N(0, 1), everything else (biases, tokens, position tables, zero-initialised
-    tensors) ~ N(0, 0.1^2); BatchNorm counters random integers. Call `.eval()` afterwards: TinyViT caches its
+    tensors) ~ N(0, 0.1^2); BatchNorm counters random integers. The preprocessing constants (`pixel_mean`,
+    `pixel_std`: non-persistent buffers, in no checkpoint) keep their values, so the reference predictors
+    normalise images as the model's config says. Call `.eval()` afterwards: TinyViT caches its
     attention biases when switched to eval mode."""
     torch = import_references()
     gen = torch.Generator().manual_seed(seed)
@@ -65,7 +68,7 @@ def randomize_(model, seed: int) -> None:
             elif hasattr(m, "weight") and isinstance(m.weight, torch.Tensor) and m.weight.ndim == 1:
                 fill(m.weight, 0.1, 1.0)  # LayerNorm, LayerNorm2d
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if id(p) in done or not p.is_floating_point():
+            if id(p) in done or not p.is_floating_point() or name in PREPROCESSING_BUFFERS:
                 continue
             fill(p, 1.0 if name.endswith(("attention_biases", "positional_encoding_gaussian_matrix")) else 0.1)
 

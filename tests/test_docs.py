@@ -141,6 +141,22 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
                        "--help and flags only: the benchmark runs the official ViT-B for minutes"),
     "python -m samjax.data.bench --images 16 --size 1500x2250 --workers 0": (
         (D + "test_module_commands", D + "test_bench_data_runs_small"), "run with tiny images"),
+    "python -m samjax.convert --checkpoint sam_hq_vit_l.pth --out ckpt/sam_hq_vit_l": (
+        ("tests/test_family_convert.py::test_convert_auto_writes_a_family_model_dir", D + "test_module_commands"),
+        "--model auto on an official-format checkpoint of each family (random weights; no official files here)"),
+    "python -m samjax.amg --checkpoint ckpt/sam_hq_vit_l --input photos/ --output masks/ --points-per-side 32": (
+        ("tests/test_family_convert.py::test_amg_cli_on_a_family_model_dir", D + "test_module_commands"),
+        "on a tiny HQ-SAM model directory"),
+    "python -m samjax.train --experiment=hq_finetune --workdir=hq --config.init.path=ckpt/sam_vit_l "
+    "--config.data.train_files='/data/hqseg_tfrecord/*.tfrecord'": (
+        (D + "test_train_command_lines", "tests/test_family_training.py::test_hq_finetune_trains_only_the_hq_layers"),
+        "experiment and overrides checked; its step runs on a tiny HQ-SAM"),
+    "python -m samjax.train --experiment=mobilesam_distill --workdir=mobilesam "
+    "--config.objective.teacher_path=ckpt/sam_vit_h --config.data.train_files='/data/sa1b/tfrecord/*.tfrecord'": (
+        (D + "test_train_command_lines", "tests/test_family_training.py::test_distill_through_the_training_loop"),
+        "experiment and overrides checked; a tiny student and teacher run through samjax.train.train"),
+    "pip install --no-deps segment-anything-hq==0.3 efficientsam==1.0.0": (
+        (CI, D + "test_make_targets"), "make test's environment recipe runs exactly this"),
     "make figures": ((D + "test_make_targets", "tests/test_figures.py::test_cli_writes_small_png"),
                      "samjax.figures on a tiny model; make train (its prerequisite) as above"),
     # the annotation tool and the ONNX decoder

@@ -206,7 +206,7 @@ def test_params_of_another_config_are_rejected():
 def test_decoding_in_groups_equals_one_call(per_prompt):
     """decode_prompts in groups (lax.map; the CPU default) gives what one call over all prompts gives: shared or
     per-prompt embeddings, with mask prompts, all outputs."""
-    from samjax.models import sam  # noqa: PLC0415
+    from samjax.models.sam import sam  # noqa: PLC0415
 
     params = init_params(CFG, jax.random.key(1))
     rng = np.random.default_rng(0)

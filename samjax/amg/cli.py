@@ -51,7 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m samjax.amg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="samjax checkpoint directory, or an official .pth")
-    p.add_argument("--model-type", default="auto", help="for a .pth: vit_b, vit_l, vit_h or auto")
+    p.add_argument("--model-type", default="auto",
+                   help="for an official checkpoint file: auto (family and preset detected) or a preset "
+                        "(vit_b, sam_hq_vit_l, mobile_sam, efficientvit_sam_l0, ...)")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--convert-to-rle", action="store_true",

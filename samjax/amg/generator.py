@@ -38,9 +38,10 @@ import numpy as np
 from samjax import transforms as T
 from samjax.amg import geometry as U
 from samjax.amg import mask_io
-from samjax.infer.predictor import Predictor, bucket, dense_pe
+from samjax.infer.families import SamFamily
+from samjax.infer.predictor import Predictor, bucket
 from samjax.infer.validate import check_image
-from samjax.models import NOT_A_POINT, SamConfig, decode_group_size, decode_prompts, image_cache, upscale_masks
+from samjax.models import NOT_A_POINT, decode_group_size
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -64,14 +65,15 @@ def _padded_size(n: int) -> int:
     return -(-n // SIZE_STEP) * SIZE_STEP
 
 
-def _upsample_tiles(config: SamConfig, input_size, crop_size) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Low-res -> crop-size bilinear maps (official postprocess_masks) as `T.interpolation_tiles` per axis, their
-    tile counts padded to the size bucket (extra tiles are zero): ((starts, blocks) for h, (starts, blocks) for w).
-    Dense matmuls with the full matrices were ~2.5x slower on a 2-core CPU (they multiply the zeros too)."""
-    low = config.mask_input_size
+def _upsample_tiles(family: SamFamily, input_size, crop_size) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Low-res -> crop-size bilinear maps (the family's `upsample_matrix`: official postprocess_masks) as
+    `T.interpolation_tiles` per axis, their tile counts padded to the size bucket (extra tiles are zero): ((starts,
+    blocks) for h, (starts, blocks) for w). Dense matmuls with the full matrices were ~2.5x slower on a 2-core CPU
+    (they multiply the zeros too)."""
+    low = family.sam.mask_input_size
     out = []
     for axis in range(2):
-        m = T.postprocess_matrix(low, config.image_size, input_size[axis], crop_size[axis])
+        m = family.upsample_matrix(input_size[axis], crop_size[axis])
         pad = np.zeros((_padded_size(crop_size[axis]), low), np.float32)
         pad[:len(m)] = m
         out.append(T.interpolation_tiles(pad))
@@ -86,41 +88,42 @@ def _logits(low_res, tiles_h, tiles_w, crop_hw):
     return jnp.where(rows[:, None] & cols[None, :], x, -jnp.inf)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, tiles_w, crop_hw, crop_box, orig_box,
-                     iou_thresh, stab_thresh, stab_offset, nms_thresh, *, config: SamConfig):
+@functools.partial(jax.jit, static_argnames=("family", "multimask_output", "options"))
+def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tiles_w, crop_hw, crop_box, orig_box,
+                     iou_thresh, stab_thresh, stab_offset, nms_thresh, *, family: SamFamily, multimask_output: bool,
+                     options: tuple):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
-    features (1, g, g, C); coords (nc, P, 2, 2) f32 point + not-a-point pad in the resized frame, in nc chunks of
+    dvars: the family's decoder variables; features: its features pytree of the crop (batch 1); coords (nc, P, 2, 2) f32 point + not-a-point pad in the resized frame, in nc chunks of
     P prompts; labels (nc, P, 2); point_valid (nc, P) bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the
     valid crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
     Returns low_res (N, L, L), iou (N,), stability (N,), boxes (N, 4) int32 in the crop frame, and the NMS
     result order (N,), kept (N,) (see amg_utils.nms); N = nc * P * M candidates in the official order
     (point-major, then mask). Candidates the predicted-IoU filter rejects keep zeros in low_res, stability, boxes.
 
-    Per chunk: the decoder's transformer and heads run for all P prompts (in groups, `decode_prompts`); the output
-    upscaling, the upsampling to crop size, stability and boxes (about half of a prompt's work) only for the prompts
-    with at least one mask through the predicted-IoU filter, gathered to the front in groups of the decoder's size.
-    The official generator makes every mask first and filters after; the kept masks are the same.
+    Per chunk: the decoder's transformer and heads run for all P prompts (the family's `decode_lazy`; SAM's in
+    groups, `decode_prompts`); the output upscaling (`masks_from`), the upsampling to crop size, stability and boxes
+    (about half of a prompt's work) only for the prompts with at least one mask through the predicted-IoU filter,
+    gathered to the front in groups of the decoder's size. The official generator makes every mask first and
+    filters after; the kept masks are the same.
     """
-    image_pe = dense_pe(params, config=config)  # once per crop, not in every point batch
-    cache = image_cache(params, config, features, image_pe)  # the decoder's image-only work, also once per crop
+    image_pe = family.dense_pe(dvars)  # once per crop, not in every point batch
+    cache = family.image_cache(dvars, features, image_pe)  # the decoder's image-only work, also once per crop
+    threshold = family.sam.mask_threshold
     p = coords.shape[1]
     step = decode_group_size(p)
 
     def one_chunk(args):
         c, l, v = args
-        src, hyper_in, iou = decode_prompts(params, config, features, c, l, None, True, image_pe, image_cache=cache,
-                                            upscale=False)  # (P, g, g, C), (P, M, C/8), (P, M)
+        state, iou = family.decode_lazy(dvars, features, c, l, multimask_output, image_pe, cache, options)
         iou_ok = (iou > iou_thresh) | (iou_thresh <= 0)
         need = v & iou_ok.any(axis=1)
         order = jnp.argsort(~need, stable=True)  # prompts that need masks first, in their order
 
         def masks_of(idx):
-            low_res = upscale_masks(params["mask_decoder"], config, src[idx], hyper_in[idx])
+            low_res = family.masks_from(dvars, jax.tree.map(lambda x: x[idx], state))
             logits = _logits(low_res, tiles_h, tiles_w, crop_hw)  # (step, M, Hb, Wb)
-            return (low_res, U.stability_score(logits, config.mask_threshold, stab_offset),
-                    U.masks_to_boxes(logits > config.mask_threshold))
+            return (low_res, U.stability_score(logits, threshold, stab_offset), U.masks_to_boxes(logits > threshold))
 
         shapes = jax.eval_shape(masks_of, order[:step])
         n_need = need.sum()
@@ -147,24 +150,29 @@ def _crop_candidates(params, features, coords, labels, point_valid, tiles_h, til
     return low_res, iou, stab, boxes, order, kept
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _survivor_masks(low_res, iou, stab, boxes, idx, tiles_h, tiles_w, crop_hw, *, config: SamConfig):
+@functools.partial(jax.jit, static_argnames=("threshold",))
+def _survivor_masks(low_res, iou, stab, boxes, idx, tiles_h, tiles_w, crop_hw, *, threshold: float):
     """Gather survivors idx (K,) -> bit-packed binary masks (K, Hb * Wb / 8) uint8 at the padded crop size, and
     their iou (K,), stability (K,), boxes (K, 4)."""
-    masks = _logits(low_res[idx], tiles_h, tiles_w, crop_hw) > config.mask_threshold
+    masks = _logits(low_res[idx], tiles_h, tiles_w, crop_hw) > threshold
     return jnp.packbits(masks.reshape(idx.shape[0], -1), axis=-1), iou[idx], stab[idx], boxes[idx]
 
 
 class AutomaticMaskGenerator:
-    """segment_anything.SamAutomaticMaskGenerator on a samjax Predictor; see the official docstring for the
-    meaning of every option (they are the same, with the same defaults)."""
+    """segment_anything.SamAutomaticMaskGenerator on a samjax Predictor of any family; see the official docstring
+    for the meaning of every option (they are the same, with the same defaults).
+
+    multimask_output and `decode_options` are HQ-SAM's generator's (segment_anything_hq `generate(image,
+    multimask_output=True)`; decode_options e.g. {"hq_token_only": True}): SAM's generator always asks for the
+    multimask outputs. HQ-SAM gives one mask per point either way (its decoder's selection)."""
 
     def __init__(self, predictor: Predictor, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
-                 min_mask_region_area: int = 0, output_mode: str = "binary_mask"):
+                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", multimask_output: bool = True,
+                 decode_options: dict | None = None):
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side or point_grids")
         if output_mode not in OUTPUT_MODES:
@@ -188,6 +196,8 @@ class AutomaticMaskGenerator:
         if output_mode == "coco_rle":
             from pycocotools import mask as _  # noqa: F401  (fail early, as the official does)
         self.predictor = predictor
+        self.multimask_output = multimask_output
+        self.decode_options = predictor.family.check_options(dict(decode_options or {}))
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -234,29 +244,30 @@ class AutomaticMaskGenerator:
     # ------------------------------------------------------------------------------------------- internals
     def _params_on(self, device):
         if device not in self._device_params:
-            self._device_params[device] = jax.device_put(self.predictor.params, device)
+            self._device_params[device] = jax.device_put(self.predictor.decoder_variables, device)
         return self._device_params[device]
 
     def _dispatch_crop(self, features, k, input_size, crop_size, orig_size, crop_box, layer):
-        cfg = self.predictor.config
+        family = self.predictor.family
+        feats = jax.tree.map(lambda x: x[k:k + 1], features)
         if self.predictor.mesh is not None:
             devices = self.predictor.mesh.devices.reshape(-1)
             device = devices[k % devices.size]
-            params, feats = self._params_on(device), jax.device_put(features[k:k + 1], device)
+            dvars, feats = self._params_on(device), jax.device_put(feats, device)
         else:
-            params, feats = self.predictor.params, features[k:k + 1]
+            dvars = self.predictor.decoder_variables
         crop_h, crop_w = crop_size
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]], np.float64)  # crop frame, float64
         n = len(points)
         ppb = self.points_per_batch
         nb = -(-n // ppb)
         coords = np.zeros((nb * ppb, 2, 2), np.float32)
-        coords[:n, 0] = T.apply_coords(points, crop_size, cfg.image_size)
+        coords[:n, 0] = family.map_coords(points, crop_size)
         labels = np.tile(np.array([[1, NOT_A_POINT]], np.int32), (nb * ppb, 1))
         valid = np.arange(nb * ppb) < n
         orig_h, orig_w = orig_size
         f32 = np.float32
-        tiles_h, tiles_w = _upsample_tiles(cfg, input_size, crop_size)
+        tiles_h, tiles_w = _upsample_tiles(family, input_size, crop_size)
         crop_hw = np.asarray(crop_size, np.int32)
         # The device loop walks the points in chunks of a few decoder-sized groups (4 prompts on CPU: their
         # per-prompt tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts), so that the
@@ -265,11 +276,12 @@ class AutomaticMaskGenerator:
         # changes nothing but speed.
         chunk = _chunk_size(ppb)
         rows = nb * ppb // chunk
-        out = _crop_candidates(params, feats, coords.reshape(rows, chunk, 2, 2), labels.reshape(rows, chunk, 2),
+        out = _crop_candidates(dvars, feats, coords.reshape(rows, chunk, 2, 2), labels.reshape(rows, chunk, 2),
                                valid.reshape(rows, chunk), tiles_h, tiles_w, crop_hw, np.asarray(crop_box, np.int32),
                                np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
                                f32(self.stability_score_thresh), f32(self.stability_score_offset),
-                               f32(self.box_nms_thresh), config=cfg)
+                               f32(self.box_nms_thresh), family=family, multimask_output=self.multimask_output,
+                               options=self.decode_options)
         return dict(out=out, points=points, crop_box=crop_box, upsample=(tiles_h, tiles_w, crop_hw),
                     crop_size=tuple(crop_size), orig_size=tuple(orig_size))
 
@@ -283,7 +295,7 @@ class AutomaticMaskGenerator:
             padded = np.zeros((bucket(len(part)),), np.int32)
             padded[:len(part)] = part
             chunks.append((len(part), _survivor_masks(low_res, iou, stab, boxes, padded, *p["upsample"],
-                                                      config=self.predictor.config)))
+                                                      threshold=self.predictor.family.sam.mask_threshold)))
         del p["out"]
         return dict(p, idx=idx, chunks=chunks)
 
@@ -297,7 +309,7 @@ class AutomaticMaskGenerator:
             stabs.append(np.asarray(stab)[:k])
             boxes.append(np.asarray(box)[:k].astype(np.int64))
         n = len(s["idx"])
-        m = self.predictor.config.num_multimask_outputs
+        m = self.predictor.family.num_masks(self.multimask_output, **dict(self.decode_options))
         point_idx = s["idx"] // m
         return dict(
             bits=np.concatenate(bits) if bits else np.zeros((0, 0), np.uint8),

@@ -18,33 +18,30 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from samjax.infer.families import FAMILIES, SamFamily, family_for
 from samjax.infer.predictor import Predictor, bucket
 from samjax.infer.validate import ImageNotSetError
-from samjax.models import SamConfig
 from samjax.parallel import data_mesh
-from samjax.weights import sam as sam_weights
-from samjax.weights import store
+from samjax.weights import detect, store
 from samjax.weights.pth import load_torch_checkpoint
 
-__all__ = ["Predictor", "ImageNotSetError", "load", "predict", "data_mesh", "bucket"]
+__all__ = ["Predictor", "ImageNotSetError", "load", "predict", "data_mesh", "bucket", "family_for", "SamFamily",
+           "FAMILIES"]
 
 
 def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None,
          mesh: jax.sharding.Mesh | None = None, decoder_matmul_dtype: str | None = None) -> Predictor:
-    """A ready Predictor from a converted checkpoint directory, or directly from an official `.pth` file
-    (converted in memory; needs the [torch] extra; `model` 'auto' detects vit_b/l/h). `mesh`: see Predictor.
-    dtype / decoder_matmul_dtype: override the SamConfig fields (None: the checkpoint's)."""
+    """A ready Predictor from a converted checkpoint directory, or directly from an official checkpoint file of any
+    family (SAM, HQ-SAM, MobileSAM, EfficientViT-SAM; converted in memory; `model` 'auto' detects the family and
+    preset, or names a preset). `mesh`: see Predictor. dtype / decoder_matmul_dtype: override the compute options
+    of the model's SamConfig (None: the checkpoint's)."""
     path = Path(checkpoint)
     overrides = {k: v for k, v in (("dtype", dtype), ("decoder_matmul_dtype", decoder_matmul_dtype)) if v}
     if path.suffix in (".pth", ".pt", ".bin") and not path.is_dir():  # a missing .pth: say so, not "no directory"
-        sd = load_torch_checkpoint(path)
-        name = sam_weights.detect_model(sd) if model == "auto" else model
-        if name is None:
-            sam_weights.check_state_dict(sd, SamConfig.vit_b())  # raises, listing the differences
-        config = SamConfig.from_name(name, **overrides)
-        return Predictor(config, sam_weights.from_torch(sd, config), mesh=mesh)
-    config, params = store.load_model(path, **overrides)
-    return Predictor(config, params, mesh=mesh)
+        config, tree = detect.convert(load_torch_checkpoint(path), model)
+    else:
+        config, tree = store.load_model(path)
+    return Predictor(store.override(config, **overrides), tree, mesh=mesh)
 
 
 @functools.lru_cache(maxsize=2)

@@ -102,16 +102,22 @@ def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray:
 
 
 def check_params(params, config: SamConfig) -> None:
-    """Raise ValueError if `params` is not the parameter tree of `config` (e.g. weights of another SAM size)."""
-    want = jax.tree_util.tree_flatten_with_path(abstract_params(config))[0]
+    """Raise ValueError if `params` is not the parameter tree of SAM `config` (e.g. weights of another SAM size)."""
+    check_variables(params, abstract_params(config), "SamConfig")
+
+
+def check_variables(tree, abstract, what: str = "the config") -> None:
+    """Raise ValueError if `tree` (params or {"params", "batch_stats"}) does not have the keys and shapes of
+    `abstract` (e.g. weights of another model size, or a family's variables without their batch_stats)."""
+    want = jax.tree_util.tree_flatten_with_path(abstract)[0]
     try:
-        got = jax.tree_util.tree_flatten_with_path(params)[0]
+        got = jax.tree_util.tree_flatten_with_path(tree)[0]
     except Exception as e:  # pragma: no cover - exotic containers
-        raise TypeError(f"params must be a nested dict of arrays, got {type(params).__name__}") from e
+        raise TypeError(f"params must be a nested dict of arrays, got {type(tree).__name__}") from e
     want_d = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in want}
     got_d = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in got}
     problems = [f"missing {k}" for k in want_d if k not in got_d][:3]
     problems += [f"unexpected {k}" for k in got_d if k not in want_d][:3]
     problems += [f"{k}: {got_d[k]} vs expected {v}" for k, v in want_d.items() if k in got_d and got_d[k] != v][:3]
     if problems:
-        raise ValueError("params do not match the config (weights of another model size?): " + "; ".join(problems))
+        raise ValueError(f"params do not match the {what} (weights of another model size?): " + "; ".join(problems))

@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from samjax import parallel
 from samjax.models import SamConfig
+from samjax.weights import store
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -80,6 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict({"every": 5000, "num_images": 64, "max_masks_per_image": 16,
                                         "clicks": (1, 3, 5), "batch_masks": 64})
     c.export = ml_collections.ConfigDict({"demo": False})
+    # What the step optimises (samjax.training.objectives): "sam" (the paper's recipe), "hq_sam" (HQ-SAM's: config.model
+    # an HQSamConfig dict), "distill" (MobileSAM's encoder distillation: config.model a MobileSamConfig dict, the
+    # teacher a SamConfig dict in objective.teacher). Each objective reads its own options from this dict.
+    c.objective = ml_collections.ConfigDict({"kind": "sam"})
     return c
 
 
@@ -135,8 +140,9 @@ def _missing_field(config: ml_collections.ConfigDict, key: str) -> str | None:
     return None
 
 
-def model_config(config: ml_collections.ConfigDict) -> SamConfig:
-    return SamConfig.from_dict(config.model.to_dict())
+def model_config(config: ml_collections.ConfigDict):
+    """config.model -> a SamConfig, or the family's config where the dict names one ({"family": "hq_sam", ...})."""
+    return store.config_from_dict(config.model.to_dict())
 
 
 def sharding_rules(config: ml_collections.ConfigDict) -> parallel.Rules:

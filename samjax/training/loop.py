@@ -23,8 +23,9 @@ import jax
 from samjax import evaluate, parallel
 from samjax.models import SamConfig
 from samjax.training import config as config_lib
+from samjax.training import fit, objectives, prompts, stages
 from samjax.training import metrics as metrics_lib
-from samjax.training import fit, prompts, stages, state as state_lib
+from samjax.training import state as state_lib
 from samjax.training.checkpointing import Checkpoints
 from samjax.training.init import grown_low_res_params, initial_params
 from samjax.training.input import make_input, prepare_synthetic, to_global
@@ -84,6 +85,8 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json(indent=2))
     model_cfg = config_lib.model_config(cfg)
+    objective = objectives.get(cfg.objective.kind)
+    sam_recipe = cfg.objective.kind == "sam"  # other objectives: no SAM evaluation, FLOP count or demo
     mesh = parallel.make_mesh(cfg.mesh.to_dict(), devices)
 
     train_files, eval_files = cfg.data.train_files, cfg.data.eval_files
@@ -99,7 +102,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
         if low_res["stopped"] == "preempted":
             return {"workdir": workdir, "stopped": "preempted", "step": 0, "low_res": low_res}
     if data_iter is None:
-        data_iter = make_input(cfg, model_cfg, train_files)
+        data_iter = make_input(cfg, objective.data_config(model_cfg), train_files)
 
     tx, step_fn, abstract, shardings = compiled_step(cfg, mesh)
     step_fn = executable or step_fn
@@ -112,6 +115,9 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                 ckpts.close()
                 raise
             print(f"resumed from step {int(state['step'])} in {ckpts.directory}", flush=True)
+        elif not sam_recipe:
+            params, model_state = objective.initial(cfg, model_cfg)
+            state = state_lib.init_state(params, tx, cfg.seed, shardings, model_state)
         else:
             params = grown_low_res_params(low_res, model_cfg) if low_res else initial_params(cfg, model_cfg)
             state = state_lib.init_state(params, tx, cfg.seed, shardings)
@@ -120,7 +126,8 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
     peak = cfg.train.peak_flops or metrics_lib.peak_flops_per_device()
     pc = prompts.PromptConfig(**cfg.prompts.to_dict())
     flops = metrics_lib.train_flops_per_step(model_cfg, cfg.data.batch_size, cfg.data.max_masks_per_image,
-                                             pc.num_rounds, pc.num_tokens, cfg.optim.freeze_image_encoder)
+                                             pc.num_rounds, pc.num_tokens, cfg.optim.freeze_image_encoder) \
+        if sam_recipe else 0.0
     total, start = cfg.train.num_steps, int(state["step"])
     preempt = Preemption()
     t_start, t_log, step_log, last, pending = time.time(), time.time(), start, {}, None
@@ -154,7 +161,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                     m = {k: float(v) for k, v in out.items()}
                     dt = (now - t_log) / max(step - step_log, 1)
                     m["images_per_s"] = cfg.data.batch_size / dt
-                    if peak:
+                    if peak and flops:
                         m["mfu"] = flops / (dt * jax.device_count() * peak)
                     t_log, step_log, last = now, step, m
                     history.append(dict(m, step=step))
@@ -167,7 +174,7 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
                 if step % cfg.train.ckpt_every == 0 or step == total or stop:
                     ckpts.save(step, state, data_iter, force=True)
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < total and eval_files \
-                        and jax.process_count() == 1:
+                        and jax.process_count() == 1 and sam_recipe:
                     res = run_eval(cfg, model_cfg, state["params"], eval_files)
                     if main_proc:
                         print(f"eval step {step}: " + json.dumps(res), flush=True)
@@ -196,8 +203,11 @@ def train(cfg, workdir: str, data_iter=None) -> dict:
 def finish(cfg, model_cfg, state, workdir, eval_files, summary, tb) -> None:
     """Final eval, export of the model in the samjax.infer.load format, demo image for synthetic runs."""
     params = state["params"]
-    export_cfg = model_cfg.replace(encoder_drop_path_rate=0.0, encoder_remat=False, dtype="float32")
-    summary["model_dir"] = str(store.save_model(os.path.join(workdir, "model"), params, export_cfg))
+    export_cfg, tree = objectives.get(cfg.objective.kind).export(model_cfg, jax.device_get(params),
+                                                                  jax.device_get(state.get("model_state")))
+    summary["model_dir"] = str(store.save_model(os.path.join(workdir, "model"), tree, export_cfg))
+    if cfg.objective.kind != "sam":
+        return
     if eval_files and cfg.eval.num_images and jax.process_count() == 1:
         res = run_eval(cfg, model_cfg, params, eval_files)
         summary["eval"] = res

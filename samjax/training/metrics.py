@@ -111,10 +111,14 @@ class TensorBoard:
 
 def progress_line(step: int, total: int, m: dict[str, float], eta_s: float | None) -> str:
     """One console line from a metrics dict (keys as written by samjax.train)."""
-    parts = [f"step {step}/{total}",
-             f"loss {m['loss']:.4f} (focal {m['focal']:.4f} dice {m['dice']:.3f} iou {m['iou_mse']:.4f})",
-             f"mIoU first {m['miou_first']:.3f} last {m['miou_last']:.3f}",
-             f"lr {m['lr']:.2e}", f"gnorm {m['grad_norm']:.3f}", f"{m['images_per_s']:.1f} img/s"]
+    if "focal" in m:  # the SAM recipe's parts
+        loss = [f"loss {m['loss']:.4f} (focal {m['focal']:.4f} dice {m['dice']:.3f} iou {m['iou_mse']:.4f})",
+                f"mIoU first {m['miou_first']:.3f} last {m['miou_last']:.3f}"]
+    else:  # another objective (samjax.training.objectives): its own metrics
+        skip = {"loss", "lr", "grad_norm", "images_per_s", "mfu", "finite", "streak", "nonfinite"}
+        loss = [f"loss {m['loss']:.4f}"] + [f"{k} {v:.4g}" for k, v in m.items() if k not in skip]
+    parts = [f"step {step}/{total}", *loss, f"lr {m['lr']:.2e}", f"gnorm {m['grad_norm']:.3f}",
+             f"{m['images_per_s']:.1f} img/s"]
     if "mfu" in m:
         parts.append(f"MFU {100 * m['mfu']:.1f}%")
     if m.get("nonfinite"):

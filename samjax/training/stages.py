@@ -22,6 +22,8 @@ def low_res_stages(cfg) -> list[dict]:
     sizes = tuple(int(x) for x in (lo.image_size if lo else ()))
     if sizes == (0,):  # --config.low_res.image_size=0 (ml_collections makes it (0,)): none, as before tuples
         sizes = ()
+    if not sizes:  # (also: configs of other families, whose fields differ, never read)
+        return []
     patch, full = int(cfg.model.patch_size), int(cfg.model.image_size)
     if any(x % patch for x in sizes) or any(not 0 < a < b for a, b in zip(sizes, (*sizes[1:], full))):
         raise ValueError(f"config.low_res.image_size must be increasing multiples of patch_size {patch} below "

@@ -27,20 +27,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from samjax import aot, parallel
 from samjax import transforms as T
-from samjax.models import Sam, SamConfig, abstract_params, attention, image_cache
+from samjax.models import Sam, SamConfig, attention, image_cache
 from samjax.training import config as config_lib
-from samjax.training import optim, prompts, state
+from samjax.training import objectives, optim, prompts, state
 from samjax.training.input import TRAIN_KEYS, batch_spec
 
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     """What shapes the compiled train step (hashable): the model, the prompt simulation, the loss, the optimizer,
-    the batch (images x masks), gradient accumulation and the logical-axis rules."""
+    the batch (images x masks), gradient accumulation, the logical-axis rules, and the objective (`kind`: "sam",
+    the paper's recipe below; "hq_sam", "distill": samjax.training.objectives, with their options in `objective`)."""
 
     model: SamConfig
     prompts: prompts.PromptConfig
@@ -50,6 +52,8 @@ class StepConfig:
     max_masks: int
     grad_accum: int
     rules: parallel.Rules
+    kind: str = "sam"
+    objective: ml_collections.FrozenConfigDict = ml_collections.FrozenConfigDict({})
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "StepConfig":
@@ -57,7 +61,8 @@ class StepConfig:
                    loss=ml_collections.FrozenConfigDict(cfg.loss.to_dict()),
                    optim=ml_collections.FrozenConfigDict(cfg.optim.to_dict()),
                    batch_size=int(cfg.data.batch_size), max_masks=int(cfg.data.max_masks_per_image),
-                   grad_accum=int(cfg.train.grad_accum), rules=config_lib.sharding_rules(cfg))
+                   grad_accum=int(cfg.train.grad_accum), rules=config_lib.sharding_rules(cfg),
+                   kind=cfg.objective.kind, objective=ml_collections.FrozenConfigDict(cfg.objective.to_dict()))
 
 
 def compiled_step(cfg: ml_collections.ConfigDict | StepConfig, mesh):
@@ -74,7 +79,8 @@ def compile_step(cfg: ml_collections.ConfigDict, mesh, platform: str | None = No
     _, step, abstract, _ = compiled_step(cfg, mesh)
     platform = platform or mesh.devices.flat[0].platform
     with jax.set_mesh(mesh), attention.for_platform(platform):
-        lowered = step.lower(abstract, batch_spec(cfg, config_lib.model_config(cfg), mesh))
+        data_cfg = objectives.get(cfg.objective.kind).data_config(config_lib.model_config(cfg))
+        lowered = step.lower(abstract, batch_spec(cfg, data_cfg, mesh))
         try:
             compiled = lowered.compile()
         except jax.errors.JaxRuntimeError as e:
@@ -87,8 +93,10 @@ def compile_step(cfg: ml_collections.ConfigDict, mesh, platform: str | None = No
 
 @functools.lru_cache(maxsize=8)
 def _compiled_step(sc: StepConfig, mesh):
-    tx = optim.make_optimizer(sc.optim, abstract_params(sc.model), sc.model.encoder_depth)
-    abstract, shardings = state.abstract_state(sc.model, tx, mesh, sc.rules)
+    obj = objectives.get(sc.kind)
+    params, axes, model_state = objectives.abstract_parts(sc)
+    tx = objectives.with_frozen(optim.make_optimizer(sc.optim, params, obj.encoder_depth(sc.model)), obj.trainable(params))
+    abstract, shardings = state.abstract_state(sc.model, tx, mesh, sc.rules, params, axes, model_state)
     return tx, make_train_step(sc, tx, mesh, shardings), abstract, shardings
 
 
@@ -139,9 +147,19 @@ def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shar
     lr_fn = optim.schedule(sc.optim.lr, sc.optim.warmup_steps, tuple(sc.optim.decay_steps), sc.optim.decay_factor)
     accum = sc.grad_accum
     batch_sh = NamedSharding(mesh, P(parallel.BATCH_AXES))
-    grad_fn = jax.value_and_grad(make_loss_fn(sc, mesh), has_aux=True)
+    objective_loss = objectives.get(sc.kind).loss(sc, batch_sh) if sc.kind != "sam" else None
+    sam_loss = make_loss_fn(sc, mesh) if objective_loss is None else None
+
+    def gradients(model_state):
+        """value_and_grad of the loss; another objective's loss also reads (and returns, in its aux) the collections
+        it updates (model_state: BatchNorm statistics)."""
+        if objective_loss is None:
+            return jax.value_and_grad(sam_loss, has_aux=True)
+        return jax.value_and_grad(lambda p, b, r: objective_loss(p, model_state, b, r), has_aux=True)
 
     def step_fn(state, batch):
+        model_state_in = state.get("model_state")
+        grad_fn = gradients(model_state_in)
         rng = jax.random.fold_in(state["rng"], state["step"])
         params = state["params"]
         if accum == 1:
@@ -158,16 +176,20 @@ def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shar
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             ((loss, aux), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
             loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+        if sc.kind != "sam":
+            aux, model_state = aux
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = {
             "step": state["step"] + 1, "params": keep(new_params, params), "opt_state": keep(new_opt, state["opt_state"]),
             "rng": state["rng"], "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
             "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
         }
+        if model_state_in is not None:
+            new_state["model_state"] = keep(model_state, model_state_in)
         out = dict(aux, loss=loss, grad_norm=gnorm, lr=lr_fn(state["step"]), finite=finite,
                    streak=new_state["streak"] + 0, nonfinite=new_state["nonfinite"] + 0)
         return new_state, out
