@@ -17,7 +17,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 # Everything the test suite needs: the official segment-anything + CPU torch for parity tests, pytest.
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[torch,dev]"
-	$(BIN)/pip install -q --no-deps segment-anything-hq==0.3 efficientsam==1.0.0
+	$(BIN)/pip install -q --no-deps segment-anything-hq==0.3 efficientsam==1.0.0 clip-anytorch==2.6.0
 	touch $@ $(VENV)/.core
 
 ## demo: the main job on its embedded default (ViT-B, random weights converted from an official-format state dict).

@@ -1,6 +1,7 @@
-"""samjax vs the official PyTorch SAM, side by side on this CPU: encoder, prompt-to-mask, automatic masks.
+"""samjax vs the official PyTorch SAM, side by side on this CPU: encoder, prompt-to-mask, automatic masks; and
+OWL-ViT B/32 vs transformers' torch OwlViTForObjectDetection.
 
-    make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,amg]
+    make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,amg,owlvit]
 
 Same machine, same random ViT-B weights (the official model randomised, converted with samjax.convert.from_torch),
 same image (scikit-image's coffee, 400x600), float32 in both, every core. Rows: median seconds of samjax and of
@@ -19,6 +20,10 @@ and in a fresh process that finds JAX's persistent compilation cache (samjax.run
 - amg: automatic mask generation, points_per_side=16, other options at their defaults (encoder included); then
   the same with pred_iou_thresh=0, where samjax, like the official generator, makes the masks of every point (at
   the defaults it skips the points whose predicted IoUs all fail the filter: all of them with random weights).
+- owlvit: one OWL-ViT B/32 forward (a 768x768 image, 2 text queries of 16 tokens -> logits and boxes of its 576
+  patches): samjax's jitted OwlViT against transformers' OwlViTForObjectDetection with the same random weights
+  (HF's initialisation, converted by samjax.weights.owlvit), inputs already preprocessed on both sides, and the
+  largest difference of their logits.
 """
 
 from __future__ import annotations
@@ -123,6 +128,42 @@ def family_rows(image, vit_b, repeats: int) -> None:
             mobile = run
     ratio = side_by_side(mobile, encoder(vit_b), repeats)
     row("samjax MobileSAM encoder vs samjax ViT-B", *ratio, None, "(official column: samjax ViT-B)")
+def owlvit_rows(repeats: int) -> None:
+    """OWL-ViT B/32 forward, samjax vs transformers (module docstring)."""
+    import jax
+    import torch
+    import transformers
+
+    from samjax.models.owlvit import OwlViT, OwlViTConfig
+    from samjax.weights.owlvit import from_hf
+
+    torch.manual_seed(0)
+    ref = transformers.OwlViTForObjectDetection(transformers.OwlViTConfig()).eval()  # B/32 at 768, random
+    config = OwlViTConfig.from_hf_config(ref.config.to_dict())
+    params = jax.device_put(from_hf(ref.state_dict(), config))
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((1, 768, 768, 3)).astype(np.float32)
+    ids = np.zeros((1, 2, 16), np.int32)
+    ids[0, :, :6] = rng.integers(1, 49406, (2, 6))
+    ids[0, :, 6] = 49407
+    forward = jax.jit(lambda p, x, t: {k: v for k, v in OwlViT(config).apply({"params": p}, x, t).items()
+                                       if k in ("logits", "pred_boxes")})
+    tp, tids = torch.as_tensor(pixels.transpose(0, 3, 1, 2).copy()), torch.as_tensor(ids[0].astype(np.int64))
+
+    def ours():
+        return jax.block_until_ready(forward(params, pixels, ids))
+
+    def theirs():
+        with torch.no_grad():
+            return ref(input_ids=tids, pixel_values=tp, attention_mask=(tids > 0).long())
+
+    t = time.perf_counter()
+    out = ours()
+    first = time.perf_counter() - t
+    ref_logits = theirs().logits.numpy()
+    diff = np.abs(np.asarray(out["logits"]) - ref_logits).max()
+    row("owlvit: B/32 forward, 768x768, 2 queries", *side_by_side(ours, theirs, repeats), first,
+        f"(logits differ by {diff:.1e} at most, of |logits| up to {np.abs(ref_logits).max():.1f})")
 
 
 def first_call_in_fresh_process(cache_dir: str) -> dict:
@@ -156,7 +197,7 @@ def first_calls() -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sections", default="encoder,prompt,amg,families")
+    ap.add_argument("--sections", default="encoder,prompt,amg,families,owlvit")
     ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     from samjax import runtime
@@ -167,6 +208,12 @@ def main(argv=None) -> int:
         return 0
     cache_dir = tempfile.mkdtemp(prefix="samjax_bench_cache_")
     runtime.enable_compilation_cache(cache_dir)
+
+    sections = args.sections.split(",")
+    if not set(sections) & {"encoder", "prompt", "amg"}:  # OWL-ViT only: no SAM to build or compile
+        owlvit_rows(args.repeats)
+        print_table()
+        return 0
 
     import torch
     from skimage import data
@@ -183,7 +230,6 @@ def main(argv=None) -> int:
     params = from_torch(sam.state_dict(), cfg)
     image = data.coffee()
     ours, ref = Predictor(cfg, params), sa.SamPredictor(sam)
-    sections = args.sections.split(",")
     print(f"ViT-B, random weights, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores, medians over {args.repeats} alternating rounds", flush=True)
 
@@ -240,16 +286,23 @@ def main(argv=None) -> int:
                   f"{len(best)} (max {best.max():.3f})")
     if "families" in sections:
         family_rows(image, ours, args.repeats)
+    if "owlvit" in sections:
+        del ref, sam  # the SAM side's memory back before the 153M-parameter OWL-ViT pair
+        owlvit_rows(args.repeats)
     fresh = first_call_in_fresh_process(cache_dir)
     print(f"\nfirst call in a fresh process with the persistent compilation cache: encoder {fresh['encoder']:.2f} s "
           f"(this process, cold: {enc_first:.2f} s), prompt {fresh['prompt']:.2f} s")
-    print("\n| measurement | samjax | official | samjax / official | samjax first call |\n|---|---|---|---|---|")
-    for what, o, r, first, note in ROWS:
-        f = f"{first:.2f} s" if first is not None else "-"
-        print(f"| {what} {note} | {o * 1e3:.1f} ms | {r * 1e3:.1f} ms | {o / r:.3f} | {f} |")
+    print_table()
     print(f"| fresh process, warm compilation cache: first set_image / first predict | {fresh['encoder']:.2f} s / "
           f"{fresh['prompt']:.2f} s | | | |")
     return 0
+
+
+def print_table() -> None:
+    print("\n| measurement | samjax | reference | samjax / reference | samjax first call |\n|---|---|---|---|---|")
+    for what, o, r, first, note in ROWS:
+        f = f"{first:.2f} s" if first is not None else "-"
+        print(f"| {what} {note} | {o * 1e3:.1f} ms | {r * 1e3:.1f} ms | {o / r:.3f} | {f} |")
 
 
 if __name__ == "__main__":

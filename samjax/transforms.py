@@ -102,14 +102,16 @@ def postprocess_matrix(low_res: int, image_size: int, input_len: int, original_l
 TILE = 32
 
 
-def interpolation_tiles(m: np.ndarray, tile: int = TILE, multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def interpolation_tiles(m: np.ndarray, tile: int = TILE, multiple: int = 8,
+                        width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """An (out, in) interpolation matrix as row tiles with their input windows, for `resize_with_tiles`.
 
     Bilinear maps are banded (each output mixes <= 4 neighbouring inputs), so a dense product spends ~16x the
     work on zeros. Rows are split into ceil(out / tile) tiles; tile t reads only the R consecutive inputs from
     starts[t] that its rows touch. R (the widest tile's span rounded up to `multiple`, at most `in`) is static
-    for jit, the starts and weights are data. Returns starts (T,) int32, blocks (T, tile, R) float32; rows past
-    `out` are zero.
+    for jit, the starts and weights are data. `width` fixes R instead (at most `in`; it must cover every tile's
+    span), so that matrices of several sizes share one compiled resize. Returns starts (T,) int32, blocks
+    (T, tile, R) float32; rows past `out` are zero.
     """
     out, n = m.shape
     nt = -(-out // tile)
@@ -119,7 +121,13 @@ def interpolation_tiles(m: np.ndarray, tile: int = TILE, multiple: int = 8) -> t
     for t in range(nt):
         cols = np.flatnonzero(padded[t * tile:(t + 1) * tile].any(0))
         spans.append((cols[0], cols[-1] + 1) if len(cols) else (0, 1))
-    r = min(n, -(-max(e - s for s, e in spans) // multiple) * multiple)
+    widest = max(e - s for s, e in spans)
+    if width is None:
+        r = min(n, -(-widest // multiple) * multiple)
+    elif widest > min(width, n):
+        raise ValueError(f"a tile of the interpolation matrix spans {widest} inputs, more than width={width}")
+    else:
+        r = min(width, n)
     starts = np.array([min(s, n - r) for s, _ in spans], np.int32)
     blocks = np.stack([padded[t * tile:(t + 1) * tile, s:s + r] for t, s in enumerate(starts)])
     return starts, blocks.astype(np.float32)

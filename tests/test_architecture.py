@@ -17,6 +17,7 @@ FORBIDDEN = {
                     "samjax.evaluate"),
     "samjax.transforms": ("samjax.",),
     "samjax.parallel": ("samjax.",),
+    "samjax.text": ("samjax.",),
     "samjax.weights": ("samjax.training", "samjax.data", "samjax.infer", "samjax.amg", "samjax.evaluate"),
     "samjax.infer": ("samjax.training", "samjax.amg", "samjax.evaluate", "samjax.train"),
     "samjax.amg": ("samjax.training", "samjax.evaluate", "samjax.train"),

@@ -41,6 +41,17 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/test_amg_cli.py::test_folder_to_png_masks_then_rerun_skips",
          "tests/test_amg_cli.py::test_single_image_to_coco_json", D + "test_module_commands"),
         "on a tiny trained model"),
+    'pip install -e ".[text]"': ((D + "test_pip_extras_exist", CI),
+                                 "the extra exists and lists the text prompts' packages; CI installs it through "
+                                 "[torch], whose test references need it"),
+    'python -m samjax.ground --detector owlv2-base-patch16-ensemble --checkpoint ckpt/sam_vit_h --images photos/ '
+    '--text "dog, red car" --out found/': (
+        ("tests/text/test_ground.py::test_cli_writes_coco_resumes_and_refuses_bad_input", D + "test_module_commands"),
+        "a tiny random OWLv2 saved as a Hugging Face directory, a tiny random SAM"),
+    'python -m samjax.amg --checkpoint ckpt/sam_vit_h --input photos/ --output masks/ --labels "cat,sofa,lamp" '
+    '--clip clip-vit-base-patch32': (
+        ("tests/text/test_labels.py::test_cli_writes_labels_to_json_and_csv", D + "test_module_commands"),
+        "a tiny random CLIP saved by samjax.weights.clip.save_clip, a tiny random SAM"),
     "make train": ((D + "test_make_targets", D + "test_train_command_lines",
                     "tests/test_notebooks.py::test_notebook_runs"),
                    "the notebooks train tiny_synthetic through samjax.train for 8 steps; the full 14-minute run is "
@@ -310,7 +321,7 @@ def test_module_commands(capsys):
     shown = [args for c in doc_commands() for args in python_commands(c)]
     modules = {args[0] for args in shown}
     assert {"samjax.convert", "samjax.amg", "samjax.train", "samjax.plot", "samjax.evaluate", "samjax.data.synthetic",
-            "samjax.data.sa1b", "samjax.data.bench"} <= modules
+            "samjax.data.sa1b", "samjax.data.bench", "samjax.ground"} <= modules
     for args in shown:
         check_module_command(args, capsys)
 
@@ -351,6 +362,8 @@ def test_pip_extras_exist():
     assert {"cuda", "tpu", "torch", "dev"} <= shown <= set(extras)
     assert extras["cuda"] == ["jax[cuda12]"] and extras["tpu"] == ["jax[tpu]"]
     assert {"nbclient", "ipykernel", "nbformat"} <= {re.split(r"[<>=]", d)[0] for d in extras["dev"]}
+    assert {"tokenizers", "ftfy", "safetensors"} <= {re.split(r"[<>=]", d)[0] for d in extras["text"]}
+    assert {"samjax[text]", "transformers", "clip-anytorch"} <= {re.split(r"[<>=]", d)[0] for d in extras["torch"]}
 
 
 def test_data_commands_run(tmp_path):

@@ -4,6 +4,7 @@ Each notebook runs in a fresh ipykernel (nbclient), as in Colab, with its workin
 matplotlib and Jupyter state all in tmp dirs; proxies point at a closed port so any network access fails. A cell
 that raises fails the test with the cell's source and traceback. The three notebooks share one WORKDIR, so the
 tiny model the first one trains (no checkpoint given) is re-used by the others, as it is in a Colab session.
+text.ipynb, given no detector or CLIP checkpoint, builds tiny random ones (and says so).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["predict", "amg", "finetune"]  # predict first: it trains the shared tiny model
-FIGURES = {"predict": 4, "amg": 1, "finetune": 3}  # matplotlib figures each draws
+NOTEBOOKS = ["predict", "amg", "finetune", "text"]  # predict first: it trains the shared tiny model
+FIGURES = {"predict": 4, "amg": 1, "finetune": 3, "text": 2}  # matplotlib figures each draws
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,7 @@ def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("notebooks")
     env = {
         "SAMJAX_NOTEBOOK_SMOKE": "1", "SAMJAX_NOTEBOOK_WORKDIR": str(root / "work"), "SAMJAX_CHECKPOINT": "",
+        "SAMJAX_DETECTOR": "", "SAMJAX_CLIP": "",
         "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "IPYTHONDIR": str(root / "ipython"), "MPLCONFIGDIR": str(root / "mpl"),
         "JUPYTER_RUNTIME_DIR": str(root / "jupyter"), "JUPYTER_DATA_DIR": str(root / "jupyter"),
@@ -80,6 +82,8 @@ def test_notebook_runs(name, session, monkeypatch):
     if name == "amg":
         records = json.loads((work / "masks_coco_rle.json").read_text())
         assert len(records) > 0 and "round trip OK" in text  # smoke thresholds are 0: every mask is exported
+    if name == "text":  # the random stand-ins say so loudly; every mask is named
+        assert "NO DETECTOR GIVEN" in text and "NO CLIP GIVEN" in text and "second call: 3 masks" in text
     if name == "finetune":
         assert (work / "finetune" / "run" / "model" / "config.json").is_file()
         assert "mean IoU: before" in text and "loss " in text

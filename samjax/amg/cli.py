@@ -8,7 +8,8 @@ Outputs are written to a temporary name and renamed when complete, so an interru
 looking done; a re-run skips images whose output exists. Unreadable or unsupported files are reported and
 skipped. A summary line counts done / skipped / failed. `--checkpoint` is a samjax checkpoint directory or an
 official .pth (converted on the fly). With several local devices, `--batch-size` images are processed together,
-their crops embedded data-parallel over all devices.
+their crops embedded data-parallel over all devices. `--labels "cat,sofa" --clip DIR` names every mask with CLIP
+(samjax.amg.labels): a "label" and "label_score" per record in the JSON, two more metadata.csv columns.
 """
 
 from __future__ import annotations
@@ -60,12 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="write one COCO-RLE JSON per image instead of PNG masks + metadata.csv")
     p.add_argument("--batch-size", type=int, default=1, help="images processed together (data-parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--labels", default=None,
+                   help="comma-separated names to label every mask with (CLIP zero-shot; needs --clip)")
+    p.add_argument("--clip", default=None, help="CLIP checkpoint for --labels: a Hugging Face CLIP directory, a "
+                   "samjax save_clip directory, or an OpenAI .pt")
+    p.add_argument("--label-template", default=None, help="text prompt of a label (default 'a photo of a {}.')")
     g = p.add_argument_group("generator options (as segment_anything.SamAutomaticMaskGenerator)")
     for flag, typ, default, help_ in GENERATOR_OPTIONS:
         g.add_argument(f"--{flag}", type=typ, default=default, help=f"{help_} (default {default:g})")
     a = p.parse_args(argv)
     if a.batch_size < 1:
         p.error("--batch-size must be >= 1")
+    if (a.labels is None) != (a.clip is None):
+        p.error("--labels and --clip go together: the names to choose from and the CLIP model that chooses")
     return a
 
 
@@ -92,18 +100,26 @@ def output_path(out_dir: Path, image_path: Path, rle: bool) -> Path:
     return out_dir / (image_path.stem + ".json" if rle else image_path.stem)
 
 
-def write_masks_to_folder(records: list[dict], folder: Path) -> None:
-    """Official layout: i.png (0/255) per mask and metadata.csv, one row per mask."""
-    rows = [CSV_HEADER]
+def _csv_field(text: str) -> str:
+    """A label as one CSV field (quoted when it holds a comma or a quote)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def write_masks_to_folder(records: list[dict], folder: Path, labelled: bool = False) -> None:
+    """Official layout: i.png (0/255) per mask and metadata.csv, one row per mask (+ label, label_score columns
+    when `labelled`)."""
+    rows = [CSV_HEADER + (",label,label_score" if labelled else "")]
     for i, r in enumerate(records):
         Image.fromarray(r["segmentation"].astype(np.uint8) * 255).save(folder / f"{i}.png")
         vals = [str(i), str(r["area"]), *map(str, r["bbox"]), *map(str, r["point_coords"][0]),
                 str(r["predicted_iou"]), str(r["stability_score"]), *map(str, r["crop_box"])]
+        if labelled:
+            vals += [_csv_field(r["label"]), str(r["label_score"])]
         rows.append(",".join(vals))
     (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
 
 
-def save(records: list[dict], target: Path, rle: bool) -> None:
+def save(records: list[dict], target: Path, rle: bool, labelled: bool = False) -> None:
     """Write to a temporary sibling, then rename: `target` exists only when complete."""
     tmp = target.with_name(target.name + ".partial")
     if tmp.is_dir():
@@ -112,7 +128,7 @@ def save(records: list[dict], target: Path, rle: bool) -> None:
         tmp.write_text(json.dumps(records))
     else:
         tmp.mkdir(parents=True)
-        write_masks_to_folder(records, tmp)
+        write_masks_to_folder(records, tmp, labelled)
     os.replace(tmp, target)
 
 
@@ -129,7 +145,12 @@ def main(argv=None) -> dict:
     out_dir = Path(a.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {flag.replace("-", "_"): getattr(a, flag.replace("-", "_")) for flag, *_ in GENERATOR_OPTIONS}
-    gen = AutomaticMaskGenerator(predictor, output_mode="coco_rle" if a.convert_to_rle else "binary_mask", **options)
+    try:  # a CLIP checkpoint that is missing or is not CLIP: one line, exit 2
+        gen = AutomaticMaskGenerator(predictor, output_mode="coco_rle" if a.convert_to_rle else "binary_mask",
+                                     labels=a.labels, clip=a.clip, label_template=a.label_template, **options)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     counts = {"done": 0, "skipped": 0, "failed": 0}
     todo = []
@@ -166,7 +187,8 @@ def main(argv=None) -> dict:
                         results.append(None)
             for (path, _), records in zip(batch, results):
                 if records is not None:
-                    save(records, output_path(out_dir, path, a.convert_to_rle), a.convert_to_rle)
+                    save(records, output_path(out_dir, path, a.convert_to_rle), a.convert_to_rle,
+                         gen.labeler is not None)
                     counts["done"] += 1
                 bar.update(1)
     bar.close()

@@ -23,6 +23,9 @@ those of all its crops at once. Crop sizes are padded up to multiples of 64, so 
 compiled code. `bbox` and `crop_box` are always ints (the official returns floats when some crop kept no mask);
 NMS ties keep the lower index first, as torchvision's stable sort.
 
+Names: with `labels=[...]` and `clip=...` every record also gets "label" and "label_score", CLIP's zero-shot
+choice among the labels for the mask's masked crop (samjax.amg.labels). Without labels nothing changes.
+
 Command line: python -m samjax.amg --checkpoint DIR --input IMAGE_OR_FOLDER --output DIR (see samjax.amg.cli).
 """
 
@@ -172,7 +175,11 @@ class AutomaticMaskGenerator:
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", multimask_output: bool = True,
-                 decode_options: dict | None = None):
+                 decode_options: dict | None = None, labels=None, clip=None, label_template: str | None = None):
+        """Options as the official generator's, plus names for the masks: `labels` ("cat, sofa" or a list) and
+        `clip` (a CLIP checkpoint path, a loaded (ClipConfig, params) pair, or a samjax.amg.labels.ClipLabeler,
+        whose labels are used when `labels` is None) add "label" and "label_score" to every record (CLIP's
+        zero-shot classification of the mask's masked crop, see samjax.amg.labels; needs the `text` extra)."""
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side or point_grids")
         if output_mode not in OUTPUT_MODES:
@@ -209,7 +216,26 @@ class AutomaticMaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.labeler = self._labeler(labels, clip, label_template)
         self._device_params: dict = {}
+
+    @staticmethod
+    def _labeler(labels, clip, template):
+        """None without labels, else a labeler with a `label(image, masks) -> (indices, scores)` and `labels`."""
+        if clip is None:
+            if labels is not None:
+                raise ValueError("labels need a CLIP model: pass clip=DIR (a CLIP checkpoint) or clip=(config, "
+                                 "params)")
+            return None
+        if callable(getattr(clip, "label", None)):  # a ClipLabeler (or one like it)
+            if labels is not None or template is not None:
+                raise ValueError("clip is a labeler already: give its labels and template when making it, not here")
+            return clip
+        if labels is None:
+            raise ValueError("clip was given without labels: pass labels=['cat', 'sofa', ...]")
+        from samjax.amg.labels import TEMPLATE, ClipLabeler  # the tokenizer's packages are an optional extra
+
+        return ClipLabeler.load(clip, labels, template or TEMPLATE)
 
     # ------------------------------------------------------------------------------------------ public API
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
@@ -239,7 +265,7 @@ class AutomaticMaskGenerator:
         per_image: list[list[dict]] = [[] for _ in images]
         for (i, box, _), s in zip(plan, survivors):
             per_image[i].append(self._collect_crop(s))
-        return [self._finish(parts, image.shape[:2]) for parts, image in zip(per_image, images)]
+        return [self._finish(parts, image) for parts, image in zip(per_image, images)]
 
     # ------------------------------------------------------------------------------------------- internals
     def _params_on(self, device):
@@ -321,7 +347,8 @@ class AutomaticMaskGenerator:
             crop_size=(h, w), orig_size=s["orig_size"],
         )
 
-    def _finish(self, parts: list[dict], orig_size) -> list[dict[str, Any]]:
+    def _finish(self, parts: list[dict], image: np.ndarray) -> list[dict[str, Any]]:
+        orig_size = image.shape[:2]
         boxes = np.concatenate([p["boxes"] for p in parts])
         iou = np.concatenate([p["iou"] for p in parts])
         stab = np.concatenate([p["stab"] for p in parts])
@@ -351,6 +378,8 @@ class AutomaticMaskGenerator:
             masks, boxes, keep2 = self._remove_small_regions(masks, boxes)
             masks = [masks[i] for i in keep2]
             boxes, iou, stab, points, crop_boxes = boxes[keep2], iou[keep2], stab[keep2], points[keep2], crop_boxes[keep2]
+        if self.labeler is not None:
+            label_idx, label_scores = self.labeler.label(image, masks)
         records = []
         for r, mask in enumerate(masks):
             rle = mask_io.mask_to_rle(mask)
@@ -369,6 +398,8 @@ class AutomaticMaskGenerator:
                 "stability_score": float(stab[r]),
                 "crop_box": mask_io.box_xyxy_to_xywh(crop_boxes[r]),
             })
+            if self.labeler is not None:
+                records[-1].update(label=self.labeler.labels[label_idx[r]], label_score=float(label_scores[r]))
         return records
 
     def _remove_small_regions(self, masks, boxes):

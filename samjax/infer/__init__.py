@@ -5,8 +5,12 @@
     predictor.set_image(image)                                # (H, W, 3) uint8 RGB; runs the encoder once
     masks, scores, logits = predictor.predict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
     # masks (3, H, W) bool, scores (3,), logits (3, 256, 256): as segment_anything.SamPredictor.predict
+    masks, scores, names = samjax.infer.predict(image, text="a dog", checkpoint="ckpt/sam_vit_h",
+                                                detector="owlv2-base-patch16/")   # text -> boxes -> masks
 
-`samjax.infer.predictor` holds the Predictor and its jitted functions, `samjax.infer.validate` the input checks.
+`samjax.infer.predictor` holds the Predictor and its jitted functions, `samjax.infer.validate` the input checks,
+`samjax.infer.detect` the OWL-ViT / OWLv2 detector (needs the `text` extra), `samjax.infer.ground` text prompts
+(`GroundedPredictor`: detector boxes -> SAM masks).
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ import jax
 import numpy as np
 
 from samjax.infer.families import FAMILIES, SamFamily, family_for
+from samjax.infer.ground import Grounded, GroundedPredictor
 from samjax.infer.predictor import Predictor, bucket
 from samjax.infer.validate import ImageNotSetError
 from samjax.parallel import data_mesh
 from samjax.weights import detect, store
 from samjax.weights.pth import load_torch_checkpoint
 
-__all__ = ["Predictor", "ImageNotSetError", "load", "predict", "data_mesh", "bucket", "family_for", "SamFamily",
-           "FAMILIES"]
+__all__ = ["Predictor", "ImageNotSetError", "Grounded", "GroundedPredictor", "load", "load_detector", "predict",
+           "data_mesh", "bucket", "family_for", "SamFamily", "FAMILIES"]
 
 
 def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None,
@@ -44,23 +49,51 @@ def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | Non
     return Predictor(store.override(config, **overrides), tree, mesh=mesh)
 
 
+def load_detector(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None):
+    """An OwlDetector (samjax.infer.detect) from a Hugging Face OWL-ViT / OWLv2 directory (needs the `text`
+    extra: pip install 'samjax[text]')."""
+    from samjax.infer.detect import OwlDetector  # the tokenizer's packages are an optional extra
+
+    return OwlDetector.load(path, mesh=mesh)
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_predictor(path: str) -> Predictor:
     return load(path)
 
 
-def predict(image: np.ndarray, points, labels=None, *, checkpoint: str | os.PathLike | None = None,
-            multimask_output: bool = True):
-    """One line from an image and points to masks: (masks (C, H, W) bool, scores (C,), logits (C, 256, 256)).
+@functools.lru_cache(maxsize=2)
+def _cached_detector(path: str):
+    return load_detector(path)
 
-    points (N, 2) (x, y) pixels; labels default to all foreground. `checkpoint` (a converted directory or an
-    official .pth) defaults to $SAMJAX_CHECKPOINT; the Predictor is cached between calls.
+
+def predict(image: np.ndarray, points=None, labels=None, *, text=None, checkpoint: str | os.PathLike | None = None,
+            detector=None, multimask_output: bool = True):
+    """One line from an image and points, or text, to masks.
+
+    Points: (N, 2) (x, y) pixels, labels default to all foreground -> (masks (C, H, W) bool, scores (C,), logits
+    (C, 256, 256)). Text: "a dog, a red car" (comma-separated queries) and `detector` (an OWL-ViT / OWLv2
+    directory, or a detector object, see samjax.infer.ground) -> (masks (K, H, W) bool, scores (K,) the
+    detector's, names [K query strings]), one mask per detected box (GroundedPredictor's defaults).
+    `checkpoint` (a converted directory or an official .pth) defaults to $SAMJAX_CHECKPOINT, `detector` to
+    $SAMJAX_DETECTOR; both are cached between calls.
     """
+    if (points is None) == (text is None):
+        raise ValueError("give either points (N, 2) or text='a dog, ...', not both and not neither")
     checkpoint = checkpoint or os.environ.get("SAMJAX_CHECKPOINT")
     if not checkpoint:
         raise ValueError("no checkpoint: pass checkpoint=DIR (from python -m samjax.convert) or an official .pth, "
                          "or set SAMJAX_CHECKPOINT")
     predictor = _cached_predictor(str(Path(checkpoint).absolute()))
+    if text is not None:
+        detector = detector or os.environ.get("SAMJAX_DETECTOR")
+        if not detector:
+            raise ValueError("text prompts need a detector: pass detector=DIR (a Hugging Face OWL-ViT / OWLv2 "
+                             "directory, e.g. google/owlv2-base-patch16-ensemble) or set SAMJAX_DETECTOR")
+        if isinstance(detector, (str, os.PathLike)):
+            detector = _cached_detector(str(Path(detector).absolute()))
+        result = GroundedPredictor(detector, predictor).predict(image, text)
+        return result.masks, result.scores, result.names
     points = np.asarray(points, dtype=np.float64)
     if labels is None:
         labels = np.ones(points.shape[:1], np.int32)

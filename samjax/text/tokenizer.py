@@ -152,6 +152,14 @@ class ClipTokenizer:
             return cls.from_vocab_merges(directory / "vocab.json", directory / "merges.txt", **kwargs)
         raise FileNotFoundError(f"{directory} holds neither tokenizer.json nor vocab.json + merges.txt")
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the vocabulary and merges as `directory`/tokenizer.json (read back by `from_pretrained` and
+        `from_tokenizer_json`). Returns the file's path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._tokenizer.save(str(directory / "tokenizer.json"))
+        return directory / "tokenizer.json"
+
     # ----- encoding -----
     def encode(self, text: str) -> list[int]:
         """One text -> its BPE ids, without start/end tokens and untruncated (clip's SimpleTokenizer.encode)."""

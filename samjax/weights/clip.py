@@ -276,6 +276,9 @@ def load_clip(path: str | Path, config: ClipConfig | None = None) -> tuple[ClipC
         return config, from_hf(read_state_dict(path / "model.safetensors"), config)
     if path.is_dir():
         hf_config = read_hf_config(path)
+        if not {"model_type", "text_config", "vision_config"} & set(hf_config):
+            raise ValueError(f"{path}/config.json is not a CLIP config (no model_type, text_config or "
+                             "vision_config): give a Hugging Face CLIP directory, save_clip's, or an OpenAI .pt")
         if hf_config.get("model_type", "clip") != "clip":
             raise ValueError(f"{path} holds a {hf_config.get('model_type')!r} model, not CLIP (model_type 'clip')")
         config = config or ClipConfig.from_hf_config(hf_config)

@@ -15,6 +15,7 @@ that are no parameters (legacy `position_ids`, `box_bias`) are checked and dropp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import flax
 import jax
 import numpy as np
+from safetensors.numpy import save_file
 
 from samjax.models.owlvit import OwlViTConfig, abstract_params, box_bias
 from samjax.weights.hf import (
@@ -98,3 +100,19 @@ def load_owlvit(path: str | Path) -> tuple[OwlViTConfig, dict]:
     config = OwlViTConfig.from_hf_config(read_hf_config(path))  # a clear error before reading any weights
     return config, from_hf(read_state_dict(hf_weights_file(path)), config)
 
+
+def save_owlvit(directory: str | Path, config: OwlViTConfig, params: Mapping, tokenizer: Any = None) -> Path:
+    """Write a Hugging Face OWL-ViT / OWLv2 model directory: config.json (`OwlViTConfig.to_hf_config`), the
+    parameters as model.safetensors in the HF layout (`to_hf`) and, if given, the tokenizer (anything with
+    `save_pretrained(directory)`, e.g. samjax.text.ClipTokenizer). `load_owlvit` and transformers'
+    `Owlv2ForObjectDetection.from_pretrained` both read it. Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = to_hf(params)
+    check_keys({k: v.shape for k, v in state.items()}, hf_shapes(config), f"{config.model_type} config",
+               hint="the params are not those of this config")
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config.to_hf_config(), indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return directory

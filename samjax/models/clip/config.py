@@ -200,6 +200,28 @@ class ClipConfig:
             vision_mlp_dim=vision["intermediate_size"], vision_act=_HF_ACTIVATIONS[vision["hidden_act"]],
             vision_layer_norm_eps=vision["layer_norm_eps"]), **overrides})
 
+    def to_hf_config(self, model_type: str = "clip") -> dict:
+        """The Hugging Face config.json of this model as `model_type` ("clip", "owlvit" or "owlv2"), every size
+        written out: `from_hf_config` reads it back to an equal config. Not represented (HF keeps them elsewhere or
+        not at all): pixel_mean / pixel_std (its preprocessor_config.json) and the compute dtype."""
+        if model_type not in HF_DEFAULTS:
+            raise ValueError(f"model_type must be one of {sorted(HF_DEFAULTS)}, got {model_type!r}")
+        to_hf = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
+        text = dict(vocab_size=self.vocab_size, hidden_size=self.text_width, intermediate_size=self.text_mlp_dim,
+                    num_hidden_layers=self.text_layers, num_attention_heads=self.text_heads,
+                    max_position_embeddings=self.context_length, hidden_act=to_hf[self.text_act],
+                    layer_norm_eps=self.text_layer_norm_eps)
+        if model_type == "clip":  # HF pools at the largest id for the legacy id 2, else at the first eos_token_id
+            text["eos_token_id"] = 2 if self.eos_token_id is None else self.eos_token_id
+        elif self.eos_token_id is not None:
+            raise ValueError(f"{model_type} pools text at the largest token id: eos_token_id must be None")
+        vision = dict(hidden_size=self.vision_width, intermediate_size=self.vision_mlp_dim,
+                      num_hidden_layers=self.vision_layers, num_attention_heads=self.vision_heads,
+                      num_channels=self.in_chans, image_size=self.image_size, patch_size=self.patch_size,
+                      hidden_act=to_hf[self.vision_act], layer_norm_eps=self.vision_layer_norm_eps)
+        return {"model_type": model_type, "text_config": text, "vision_config": vision,
+                "projection_dim": self.embed_dim, "logit_scale_init_value": self.logit_scale_init}
+
     # ----- derived sizes -----
     @property
     def grid_size(self) -> int:

@@ -81,6 +81,11 @@ class OwlViTConfig:
                              "'owlv2' (a google/owlvit-* or google/owlv2-* checkpoint)")
         return cls(ClipConfig.from_hf_config(config), versions[model_type])
 
+    def to_hf_config(self) -> dict:
+        """The Hugging Face config.json of this detector (model_type "owlvit" / "owlv2"); `from_hf_config` reads it
+        back to an equal config (pixel normalisation and compute dtype aside: see ClipConfig.to_hf_config)."""
+        return self.clip.to_hf_config(self.model_type)
+
     # ----- derived -----
     @property
     def model_type(self) -> str:
