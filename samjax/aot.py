@@ -34,6 +34,10 @@ PEAK_FLOPS = {"v5 lite": 197e12, "v5e": 197e12, "v6 lite": 918e12, "v6e": 918e12
               "v4": 275e12, "H100": 989e12, "H200": 989e12}
 HBM_BANDWIDTH = {"v5 lite": 819e9, "v5e": 819e9, "v6 lite": 1640e9, "v6e": 1640e9, "v5p": 2765e9, "v5": 2765e9,
                  "v4": 1228e9, "H100": 3350e9, "H200": 4800e9}
+# Memory per chip (bytes) by device-kind substring (a device's own `memory_stats()["bytes_limit"]` wins where known).
+# The first matching key wins: libtpu calls a v5e "TPU v5 lite" and a v5p "TPU v5".
+HBM_BYTES = {"v5 lite": 16 * 2**30, "v5e": 16 * 2**30, "v6 lite": 32 * 2**30, "v6e": 32 * 2**30, "v5p": 95 * 2**30,
+             "v5": 95 * 2**30, "v4": 32 * 2**30, "H100": 80 * 10**9, "H200": 141 * 10**9, "A100": 80 * 10**9}
 GPU_KINDS = {"h100": "H100", "h200": "H200", "a100": "A100"}
 
 

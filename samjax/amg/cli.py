@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from samjax import infer, parallel, runtime
+from samjax.amg import aot
 from samjax.amg.generator import AutomaticMaskGenerator
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -51,12 +52,17 @@ GENERATOR_OPTIONS = [  # (flag, type, default, help) -> AutomaticMaskGenerator k
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m samjax.amg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="samjax checkpoint directory, or an official .pth")
+    p.add_argument("--checkpoint", help="samjax checkpoint directory, or an official .pth")
     p.add_argument("--model-type", default="auto",
                    help="for an official checkpoint file: auto (family and preset detected) or a preset "
                         "(vit_b, sam_hq_vit_l, mobile_sam, efficientvit_sam_l0, ...)")
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--input", help="an image file or a folder of images")
+    p.add_argument("--output", help="output folder")
+    p.add_argument("--aot", default=None, metavar="TOPOLOGY",
+                   help="dry run for a chip you do not have (e.g. v5e:1x1, Colab's TPU; needs libtpu and "
+                        "JAX_PLATFORMS=cpu): compile the encoder, the prompt decoder and one crop of the generator "
+                        "for it from the checkpoint's config (or --model-type vit_b|vit_l|vit_h), read their memory, "
+                        "run nothing (samjax.amg.aot)")
     p.add_argument("--convert-to-rle", action="store_true",
                    help="write one COCO-RLE JSON per image instead of PNG masks + metadata.csv")
     p.add_argument("--batch-size", type=int, default=1, help="images processed together (data-parallel)")
@@ -70,6 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, typ, default, help_ in GENERATOR_OPTIONS:
         g.add_argument(f"--{flag}", type=typ, default=default, help=f"{help_} (default {default:g})")
     a = p.parse_args(argv)
+    if not a.aot and not (a.checkpoint and a.input and a.output):
+        p.error("--checkpoint, --input and --output are required (or --aot TOPOLOGY for a dry run)")
+    if a.aot and not (a.checkpoint or a.model_type in ("vit_b", "vit_l", "vit_h")):
+        p.error("--aot needs --checkpoint DIR or --model-type vit_b|vit_l|vit_h")
     if a.batch_size < 1:
         p.error("--batch-size must be >= 1")
     if (a.labels is None) != (a.clip is None):
@@ -134,6 +144,8 @@ def save(records: list[dict], target: Path, rle: bool, labelled: bool = False) -
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
+    if a.aot:
+        raise SystemExit(aot.main(a))
     runtime.check_devices()
     try:  # first-contact mistakes (no such input, no such checkpoint, not a SAM checkpoint): one line, exit 2
         inputs = list_inputs(Path(a.input))

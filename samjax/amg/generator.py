@@ -161,6 +161,31 @@ def _survivor_masks(low_res, iou, stab, boxes, idx, tiles_h, tiles_w, crop_hw, *
     return jnp.packbits(masks.reshape(idx.shape[0], -1), axis=-1), iou[idx], stab[idx], boxes[idx]
 
 
+def crop_inputs(family: SamFamily, points: np.ndarray, points_per_batch: int, input_size, crop_size, orig_size,
+                crop_box, thresholds) -> tuple:
+    """The data arguments of `_crop_candidates` for one crop (after dvars and features): the crop's points (n, 2) in
+    its own frame padded to whole batches and reshaped into chunks, the upsampling tiles, the crop and image boxes,
+    and thresholds = (pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh).
+
+    The device loop walks the points in chunks of a few decoder-sized groups (4 prompts on CPU: their per-prompt
+    tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts), so that the prompts whose
+    masks all fail the predicted-IoU filter can be dropped before their masks are made (see _crop_candidates).
+    Candidates keep the official order; every prompt is independent, so the chunking changes nothing but speed."""
+    n = len(points)
+    nb = -(-n // points_per_batch)
+    coords = np.zeros((nb * points_per_batch, 2, 2), np.float32)
+    coords[:n, 0] = family.map_coords(points, crop_size)
+    labels = np.tile(np.array([[1, NOT_A_POINT]], np.int32), (nb * points_per_batch, 1))
+    valid = np.arange(nb * points_per_batch) < n
+    orig_h, orig_w = orig_size
+    tiles_h, tiles_w = _upsample_tiles(family, input_size, crop_size)
+    chunk = _chunk_size(points_per_batch)
+    rows = nb * points_per_batch // chunk
+    return (coords.reshape(rows, chunk, 2, 2), labels.reshape(rows, chunk, 2), valid.reshape(rows, chunk), tiles_h,
+            tiles_w, np.asarray(crop_size, np.int32), np.asarray(crop_box, np.int32),
+            np.array([0, 0, orig_w, orig_h], np.int32), *(np.float32(t) for t in thresholds))
+
+
 class AutomaticMaskGenerator:
     """segment_anything.SamAutomaticMaskGenerator on a samjax Predictor of any family; see the official docstring
     for the meaning of every option (they are the same, with the same defaults).
@@ -282,32 +307,13 @@ class AutomaticMaskGenerator:
             dvars, feats = self._params_on(device), jax.device_put(feats, device)
         else:
             dvars = self.predictor.decoder_variables
-        crop_h, crop_w = crop_size
-        points = self.point_grids[layer] * np.array([[crop_w, crop_h]], np.float64)  # crop frame, float64
-        n = len(points)
-        ppb = self.points_per_batch
-        nb = -(-n // ppb)
-        coords = np.zeros((nb * ppb, 2, 2), np.float32)
-        coords[:n, 0] = family.map_coords(points, crop_size)
-        labels = np.tile(np.array([[1, NOT_A_POINT]], np.int32), (nb * ppb, 1))
-        valid = np.arange(nb * ppb) < n
-        orig_h, orig_w = orig_size
-        f32 = np.float32
-        tiles_h, tiles_w = _upsample_tiles(family, input_size, crop_size)
-        crop_hw = np.asarray(crop_size, np.int32)
-        # The device loop walks the points in chunks of a few decoder-sized groups (4 prompts on CPU: their
-        # per-prompt tensors, crop-size logits included, stay in cache; see models.sam.decode_prompts), so that the
-        # prompts whose masks all fail the predicted-IoU filter can be dropped before their masks are made (see
-        # _crop_candidates). Candidates keep the official order; every prompt is independent, so the chunking
-        # changes nothing but speed.
-        chunk = _chunk_size(ppb)
-        rows = nb * ppb // chunk
-        out = _crop_candidates(dvars, feats, coords.reshape(rows, chunk, 2, 2), labels.reshape(rows, chunk, 2),
-                               valid.reshape(rows, chunk), tiles_h, tiles_w, crop_hw, np.asarray(crop_box, np.int32),
-                               np.array([0, 0, orig_w, orig_h], np.int32), f32(self.pred_iou_thresh),
-                               f32(self.stability_score_thresh), f32(self.stability_score_offset),
-                               f32(self.box_nms_thresh), family=family, multimask_output=self.multimask_output,
+        points = self.point_grids[layer] * np.array([[crop_size[1], crop_size[0]]], np.float64)  # crop frame
+        args = crop_inputs(family, points, self.points_per_batch, input_size, crop_size, orig_size, crop_box,
+                           (self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset,
+                            self.box_nms_thresh))
+        out = _crop_candidates(dvars, feats, *args, family=family, multimask_output=self.multimask_output,
                                options=self.decode_options)
+        tiles_h, tiles_w, crop_hw = args[3:6]
         return dict(out=out, points=points, crop_box=crop_box, upsample=(tiles_h, tiles_w, crop_hw),
                     crop_size=tuple(crop_size), orig_size=tuple(orig_size))
 

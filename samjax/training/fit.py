@@ -36,14 +36,11 @@ from typing import Callable
 import jax
 import ml_collections
 
+from samjax import aot
 from samjax.models import SamConfig, abstract_params
 from samjax.training import config as config_lib
 from samjax.training import metrics
 
-# Memory per chip (bytes) by device kind substring; a device's own `memory_stats()["bytes_limit"]` wins when known.
-# The first matching key wins: libtpu calls a v5e "TPU v5 lite" and a v5p "TPU v5".
-HBM_BYTES = {"v5 lite": 16 * 2**30, "v5e": 16 * 2**30, "v6 lite": 32 * 2**30, "v6e": 32 * 2**30, "v5p": 95 * 2**30,
-             "v5": 95 * 2**30, "v4": 32 * 2**30, "H100": 80 * 10**9, "H200": 141 * 10**9, "A100": 80 * 10**9}
 # The fields the rule sets; a user override of any of them is kept (config.fit.fixed).
 FIT_FIELDS = ("mesh.data", "mesh.fsdp", "mesh.tensor", "model.encoder_remat", "prompts.remat_rounds",
               "train.grad_accum")
@@ -57,8 +54,7 @@ def device_memory(device) -> int | None:
         stats = {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
-    kind = device.device_kind.lower()
-    return next((v for k, v in HBM_BYTES.items() if k.lower() in kind), None)
+    return aot.by_kind(aot.HBM_BYTES, device.device_kind)
 
 
 @dataclasses.dataclass(frozen=True)
