@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo train figures test test-fast bench bench-device bench-tpu bench-data bench-amg clean
+.PHONY: demo train default-model figures test test-fast bench bench-device bench-tpu bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,8 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps segment-anything-hq==0.3 efficientsam==1.0.0 clip-anytorch==2.6.0
 	touch $@ $(VENV)/.core
 
-## demo: the main job on its embedded default (ViT-B, random weights converted from an official-format state dict).
+## demo: the main job on its embedded default: the small SAM samjax ships (trained by `make train`) on held-out
+## synthetic images, with the IoU of every mask against the ground truth.
 demo: $(VENV)/.core
 	$(BIN)/python -m samjax.demo --out out/demo
 
@@ -57,6 +58,10 @@ bench-amg: $(VENV)/.full
 ## (<= 15 min on 2 cores), evaluation, export to workdir/tiny_synthetic/model and a demo image. Re-run resumes.
 train: $(VENV)/.core
 	$(BIN)/python -m samjax.train --experiment=tiny_synthetic --workdir=workdir/tiny_synthetic
+
+## default-model: retrain the shipped default model (make train) and copy it into the package with its model card.
+default-model: train
+	$(BIN)/python -m samjax.weights.default --from workdir/tiny_synthetic
 
 ## figures: the README's pictures from the tiny_synthetic model (runs `make train` first when there is no model):
 ## docs/overlay.png (predictor + automatic masks on a held-out image), docs/curves.png (its training curves).

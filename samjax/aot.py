@@ -62,6 +62,7 @@ def topology_devices(topology: str) -> list:
                              f"PJRT plugin (pip install 'jax[cuda12]') on the compiling machine ({e})") from None
     # libtpu reads the host's TPU environment even to describe a remote slice; on a CPU host there is none
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compiling only: other processes may compile too
     dims = tuple(int(d) for d in shape.lower().split("x") if d.isdigit())
     # a slice smaller than a host (a single v5e chip, as Colab's) needs its host bounds said explicitly
     small = {"chips_per_host_bounds": (dims + (1, 1, 1))[:3]} if math.prod(dims) < 4 else {}

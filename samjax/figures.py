@@ -17,6 +17,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no backend chosen for the importing program
+
+import samjax.infer
+from samjax import runtime, viz
+from samjax.amg import AutomaticMaskGenerator
+from samjax.data.synthetic import decoded_sample
+from samjax.evaluate import interior_point, iou
 
 
 def describe_model(model_dir: Path) -> str:
@@ -43,55 +50,60 @@ def describe_model(model_dir: Path) -> str:
 def render(model_dir: str | Path, out: str | Path, seed: int = 2024, image_id: int = 3, points_per_side: int = 16,
            pred_iou_thresh: float = 0.3, stability_score_thresh: float = 0.6) -> dict:
     """Writes the PNG; returns {"path", "ious": per prompt panel, "num_auto_masks"}."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    import samjax.infer  # noqa: PLC0415
-    from samjax import viz  # noqa: PLC0415
-    from samjax.amg import AutomaticMaskGenerator  # noqa: PLC0415
-    from samjax.data.synthetic import decoded_sample  # noqa: PLC0415
-    from samjax.evaluate import iou  # noqa: PLC0415
-
     model_dir = Path(model_dir)
     predictor = samjax.infer.load(model_dir)
     size = predictor.config.image_size
     image, gt = decoded_sample(seed, image_id, size, size)
+    res = prompt_panels(predictor, image, gt, points_per_side, pred_iou_thresh, stability_score_thresh)
+    draw(image, res, f"samjax on a held-out synthetic image; model: {describe_model(model_dir)}", out)
+    return {"path": str(out), "ious": res["ious"], "num_auto_masks": len(res["anns"])}
+
+
+def prompt_panels(predictor, image: np.ndarray, gt: np.ndarray, points_per_side: int = 16,
+                  pred_iou_thresh: float = 0.3, stability_score_thresh: float = 0.6) -> dict:
+    """The four panels' predictions on one image with ground-truth objects gt (K, H, W): one click (the
+    highest-scoring of three masks), a box, three clicks, and automatic masks. -> {"prompts", "masks": {panel: (H, W)
+    bool}, "ious": {panel: IoU with its object}, "anns": the generator's records}."""
     pr = prompts_from_objects(gt)
     predictor.set_image(image)
-
     masks, scores, _ = predictor.predict(point_coords=pr["point"], point_labels=np.array([1]))
-    one = masks[np.argmax(scores)]
-    boxed = predictor.predict(box=pr["box"], multimask_output=False)[0][0]
-    multi = predictor.predict(point_coords=pr["clicks"], point_labels=pr["click_labels"], multimask_output=False)[0][0]
+    out = {"1 click": masks[np.argmax(scores)],
+           "box": predictor.predict(box=pr["box"], multimask_output=False)[0][0],
+           "3 clicks": predictor.predict(point_coords=pr["clicks"], point_labels=pr["click_labels"],
+                                         multimask_output=False)[0][0]}
     anns = AutomaticMaskGenerator(predictor, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                                   stability_score_thresh=stability_score_thresh).generate(image)
     objects = pr["objects"]
-    ious = {"1 click": iou(one, objects[0]), "box": iou(boxed, objects[1]), "3 clicks": iou(multi, objects[2])}
+    ious = {name: iou(out[name], objects[i]) for i, name in enumerate(out)}
+    return {"prompts": pr, "masks": out, "ious": ious, "anns": anns, "points_per_side": points_per_side}
 
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.9))
-    panels = [("1 click", one, pr["point"], np.array([1]), None), ("box", boxed, None, None, pr["box"]),
-              ("3 clicks", multi, pr["clicks"], pr["click_labels"], None)]
-    for ax, (name, mask, pts, labels, b) in zip(axes, panels):
+
+def draw(image: np.ndarray, res: dict, title: str, out: str | Path) -> Path:
+    """`prompt_panels`' result as one figure of four panels, each titled with its IoU."""
+    pr = res["prompts"]
+    fig = Figure(figsize=(13, 3.9))
+    axes = fig.subplots(1, 4)
+    panels = [("1 click", pr["point"], np.array([1]), None), ("box", None, None, pr["box"]),
+              ("3 clicks", pr["clicks"], pr["click_labels"], None)]
+    for ax, (name, pts, labels, b) in zip(axes, panels):
         ax.imshow(image)
-        viz.show_mask(ax, mask)
+        viz.show_mask(ax, res["masks"][name])
         if pts is not None:
             viz.show_points(ax, pts, labels, size=120)
         if b is not None:
             viz.show_box(ax, b)
-        ax.set_title(f"{name}: IoU {ious[name]:.2f} with its object", fontsize=9)
-    viz.show_anns(axes[3], anns, image=image)
-    axes[3].set_title(f"automatic: {len(anns)} masks ({points_per_side}x{points_per_side} points)", fontsize=9)
+        ax.set_title(f"{name}: IoU {res['ious'][name]:.2f} with its object", fontsize=9)
+    viz.show_anns(axes[3], res["anns"], image=image)
+    side = res["points_per_side"]
+    axes[3].set_title(f"automatic: {len(res['anns'])} masks ({side}x{side} points)", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"samjax on a held-out synthetic image; model: {describe_model(model_dir)}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return {"path": str(out), "ious": ious, "num_auto_masks": len(anns)}
+    return out
 
 
 def prompts_from_objects(masks: np.ndarray) -> dict:
@@ -100,8 +112,6 @@ def prompts_from_objects(masks: np.ndarray) -> dict:
     transform); box (4,) XYXY around object 1; clicks (3, 2) with click_labels (3,): two foreground clicks on
     object 2 (its interior centre, and the centre of its larger side beside that) and one background click in
     no object at all."""
-    from samjax.evaluate import interior_point  # noqa: PLC0415
-
     objects = sorted(masks, key=lambda m: -m.sum())
     if len(objects) < 3:
         raise ValueError(f"need at least 3 objects, got {len(objects)}")
@@ -126,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points-per-side", type=int, default=16, help="automatic mask generation grid")
     p.add_argument("--seed", type=int, default=2024, help="synthetic image seed (training uses 0)")
     a = p.parse_args(argv)
-    from samjax import runtime  # noqa: PLC0415
-
     runtime.check_devices()
     try:
         res = render(a.model, a.out, seed=a.seed, points_per_side=a.points_per_side)

@@ -8,6 +8,7 @@ import pytest
 
 from samjax import infer
 from samjax.infer import predictor as predictor_lib
+from samjax.weights import default as default_model
 from samjax.weights import store
 from samjax.models import SamConfig, init_params
 from tests.conftest import TINY_CONFIGS, stand_in_params
@@ -144,8 +145,9 @@ def test_one_liner_from_a_converted_checkpoint(tmp_path, photo, monkeypatch):
     ref.set_image(photo)
     _, ref_scores, _ = ref.predict(point_coords=np.array([[100, 100], [200, 150]]), point_labels=np.ones(2))
     np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
-    monkeypatch.delenv("SAMJAX_CHECKPOINT", raising=False)
-    with pytest.raises(ValueError, match="no checkpoint"):
+    monkeypatch.delenv("SAMJAX_CHECKPOINT", raising=False)  # no checkpoint: the shipped model, if installed
+    monkeypatch.setattr(default_model, "DIR", tmp_path / "not_shipped")
+    with pytest.raises(FileNotFoundError, match="make default-model"):
         infer.predict(photo, [[1, 1]])
     loaded = infer.load(tmp_path / "ck", decoder_matmul_dtype="bfloat16")
     assert loaded.config == CFG.replace(decoder_matmul_dtype="bfloat16")

@@ -155,10 +155,11 @@ def make_sample(seed: int, image_id: int, height: int, width: int, num_objects: 
     return buf.getvalue(), doc
 
 
-def decoded_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None):
+def decoded_sample(seed: int, image_id: int, height: int, width: int, num_objects: int | None = None,
+                   min_object_frac: float = MIN_OBJECT_FRAC, min_mask_area: int = 0):
     """`make_sample` decoded: image (H, W, 3) uint8 RGB (after the JPEG round trip) and masks (K, H, W) bool, one
     per annotation in the JSON's order. For notebooks, figures and tests that need pixels, not files."""
-    jpeg, doc = make_sample(seed, image_id, height, width, num_objects)
+    jpeg, doc = make_sample(seed, image_id, height, width, num_objects, min_object_frac, min_mask_area)
     image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     masks = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
              for a in doc["annotations"]]

@@ -27,6 +27,7 @@ from samjax.infer.ground import Grounded, GroundedPredictor
 from samjax.infer.predictor import Predictor, bucket
 from samjax.infer.validate import ImageNotSetError
 from samjax.parallel import data_mesh
+from samjax.weights import default as default_model
 from samjax.weights import detect, store
 from samjax.weights.pth import load_torch_checkpoint
 
@@ -34,12 +35,15 @@ __all__ = ["Predictor", "ImageNotSetError", "Grounded", "GroundedPredictor", "lo
            "data_mesh", "bucket", "family_for", "SamFamily", "FAMILIES"]
 
 
-def load(checkpoint: str | os.PathLike, *, model: str = "auto", dtype: str | None = None,
+def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dtype: str | None = None,
          mesh: jax.sharding.Mesh | None = None, decoder_matmul_dtype: str | None = None) -> Predictor:
     """A ready Predictor from a converted checkpoint directory, or directly from an official checkpoint file of any
     family (SAM, HQ-SAM, MobileSAM, EfficientViT-SAM; converted in memory; `model` 'auto' detects the family and
-    preset, or names a preset). `mesh`: see Predictor. dtype / decoder_matmul_dtype: override the compute options
-    of the model's SamConfig (None: the checkpoint's)."""
+    preset, or names a preset). With no checkpoint (or "tiny"): the small model samjax ships
+    (samjax.weights.default: trained from scratch on synthetic shapes, not for photos). `mesh`: see Predictor.
+    dtype / decoder_matmul_dtype: override the compute options of the model's SamConfig (None: the checkpoint's)."""
+    if checkpoint is None or str(checkpoint) == default_model.NAME:
+        checkpoint = default_model.path()
     path = Path(checkpoint)
     overrides = {k: v for k, v in (("dtype", dtype), ("decoder_matmul_dtype", decoder_matmul_dtype)) if v}
     if path.suffix in (".pth", ".pt", ".bin") and not path.is_dir():  # a missing .pth: say so, not "no directory"
@@ -75,15 +79,14 @@ def predict(image: np.ndarray, points=None, labels=None, *, text=None, checkpoin
     (C, 256, 256)). Text: "a dog, a red car" (comma-separated queries) and `detector` (an OWL-ViT / OWLv2
     directory, or a detector object, see samjax.infer.ground) -> (masks (K, H, W) bool, scores (K,) the
     detector's, names [K query strings]), one mask per detected box (GroundedPredictor's defaults).
-    `checkpoint` (a converted directory or an official .pth) defaults to $SAMJAX_CHECKPOINT, `detector` to
-    $SAMJAX_DETECTOR; both are cached between calls.
+    `checkpoint` (a converted directory or an official .pth) defaults to $SAMJAX_CHECKPOINT, then to the shipped
+    synthetic-shapes model (see `load`); `detector` to $SAMJAX_DETECTOR; both are cached between calls.
     """
     if (points is None) == (text is None):
         raise ValueError("give either points (N, 2) or text='a dog, ...', not both and not neither")
-    checkpoint = checkpoint or os.environ.get("SAMJAX_CHECKPOINT")
-    if not checkpoint:
-        raise ValueError("no checkpoint: pass checkpoint=DIR (from python -m samjax.convert) or an official .pth, "
-                         "or set SAMJAX_CHECKPOINT")
+    checkpoint = checkpoint or os.environ.get("SAMJAX_CHECKPOINT") or default_model.NAME
+    if str(checkpoint) == default_model.NAME:
+        checkpoint = default_model.path()
     predictor = _cached_predictor(str(Path(checkpoint).absolute()))
     if text is not None:
         detector = detector or os.environ.get("SAMJAX_DETECTOR")
