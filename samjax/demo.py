@@ -128,15 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (--random-vit-b)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if not (args.checkpoint or args.random_vit_b):
-        runtime.check_devices()
-        try:
-            shipped(out)
-        except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-
     if args.image:
         path = Path(args.image)
         if not path.is_file():
@@ -149,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read {path} as an image ({e})", file=sys.stderr)
             return 2
     else:
-        from skimage import data  # noqa: PLC0415 - the bundled photo, only on this path
+        from skimage import data  # noqa: PLC0415 - the bundled photo, only on the photo paths
 
         image = data.chelsea()
     h, w = image.shape[:2]
@@ -160,6 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --point must be 'x,y' pixels, got {args.point!r}", file=sys.stderr)
         return 2
+    if not (args.checkpoint or args.random_vit_b):
+        if args.image or args.point:
+            print("error: --image and --point are for a photo: give --checkpoint (an official checkpoint) or "
+                  "--random-vit-b; the shipped model segments synthetic shapes", file=sys.stderr)
+            return 2
+        runtime.check_devices()
+        try:
+            shipped(out)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     runtime.check_devices()
     if args.checkpoint:

@@ -32,6 +32,7 @@ API, BROWSER, LOOP = (f"tests/test_annotate_{n}.py::" for n in ("api", "browser"
 # command -> (tests that exercise it; a note on how, where it is not the command verbatim)
 REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "make demo": ((D + "test_make_targets", "tests/test_demo.py::test_make_demo_default"), ""),
+    "make default-model": ((D + "test_make_targets", "tests/test_demo.py::test_ship_copies_a_run_with_its_card"), "retrains for ~15 minutes: its copy step is tested"),
     "make test": ((CI,), ".ci/run runs exactly this"),
     "python -m samjax.convert --checkpoint sam_vit_h_4b8939.pth --model vit_h --out ckpt/sam_vit_h": (
         ("tests/test_convert.py::test_vit_b_1024_official_pth_through_cli_matches_official", D + "test_module_commands"),
