@@ -84,3 +84,29 @@ def test_step_loss_and_gradients_equal_the_reference():
     for (path, a), b in zip(flat_new, flat_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path))
     assert scale > 0 and float(l_ref) > 0
+
+
+def test_rounds_keep_no_float32_image_side_in_bfloat16():
+    """In a bfloat16 model the prompt rounds' scan carries and saves no float32 copy of a prompt's image side
+    (prompts x g*g x C): LayerNorm keeps its input and two float32 numbers per row (models.common), not float32
+    activations. Read from the lowered program, as JAX saves it (a backend may still widen bfloat16 products)."""
+    import re
+
+    from samjax.training.input import batch_spec
+
+    cfg = training_config.base_config()
+    bf16 = CFG.replace(dtype="bfloat16", decoder_depth=2)
+    cfg.model = bf16.to_dict()
+    cfg.data.update(batch_size=2, max_masks_per_image=3)
+    cfg.prompts.update(num_click_rounds=2, no_click_rounds=1)
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    from samjax.training.step import compiled_step
+
+    _, step, abstract, _ = compiled_step(cfg, mesh)
+    with jax.set_mesh(mesh):
+        hlo = step.lower(abstract, batch_spec(cfg, bf16, mesh)).as_text(dialect="hlo")
+    side = f",{bf16.grid_size ** 2},{bf16.prompt_embed_dim}]"
+    states = [re.findall(r"(f32|bf16)\[([0-9,]*\])", m.group(1)) for m in re.finditer(r"= \((.*)\) while\(", hlo)]
+    # per-prompt tensors: (..., prompts, g*g, C) (the image PE, (g*g, C), is shared and may stay float32)
+    image_side = [dt for state in states for dt, dims in state if ("," + dims).endswith(side) and dims.count(",") >= 2]
+    assert image_side and set(image_side) == {"bf16"}, image_side

@@ -6,6 +6,7 @@ mesh can shard it later. Parameters are float32; `dtype` is the compute dtype. L
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -90,13 +91,66 @@ class PatchConv(nn.Module):
         return y
 
 
-def layer_norm(axis_name: str, *, eps: float, name: str | None = None, dtype: Dtype) -> nn.LayerNorm:
-    """torch.nn.LayerNorm over the last axis (also LayerNorm2d in NHWC). Two-pass variance, as torch."""
+def layer_norm(axis_name: str, *, eps: float, name: str | None = None, dtype: Dtype) -> nn.Module:
+    """torch.nn.LayerNorm over the last axis (also LayerNorm2d in NHWC). Two-pass variance, as torch. In a compute
+    dtype narrower than float32 it is `LowPrecisionLayerNorm` (same parameters and forward values)."""
+    if jnp.dtype(dtype).itemsize < 4:
+        return LowPrecisionLayerNorm(axis_name, eps, dtype, name=name)
     return nn.LayerNorm(
         epsilon=eps, dtype=dtype, param_dtype=f32, use_fast_variance=False, name=name,
         scale_init=partitioned(nn.initializers.ones_init(), (axis_name,)),
         bias_init=partitioned(nn.initializers.zeros_init(), (axis_name,)),
     )
+
+
+class LowPrecisionLayerNorm(nn.Module):
+    """LayerNorm for bfloat16 / float16 activations: statistics and arithmetic in float32 as nn.LayerNorm, but the
+    backward pass keeps only the input (in its own dtype) and two float32 numbers per row (mean, 1/std), recomputing
+    the normalised values: autodiff of the float32 arithmetic would keep float32 copies of whole activations (the
+    mask decoder's per-prompt image side: (prompts, 4096, 256) float32 per LayerNorm per round). Parameters `scale`,
+    `bias` as nn.LayerNorm's."""
+
+    axis_name: str
+    eps: float
+    dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", partitioned(nn.initializers.ones_init(), (self.axis_name,)), (c,), f32)
+        bias = self.param("bias", partitioned(nn.initializers.zeros_init(), (self.axis_name,)), (c,), f32)
+        return _low_precision_ln(x.astype(self.dtype), scale, bias, self.eps)
+
+
+def _ln_stats(x: jax.Array, eps: float):
+    xf = x.astype(f32)
+    mean = xf.mean(-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(-1, keepdims=True) + eps)
+    return xf, mean, rstd
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _low_precision_ln(x, scale, bias, eps):
+    xf, mean, rstd = _ln_stats(x, eps)
+    return ((xf - mean) * rstd * scale + bias).astype(x.dtype)
+
+
+def _low_precision_ln_fwd(x, scale, bias, eps):
+    xf, mean, rstd = _ln_stats(x, eps)
+    return ((xf - mean) * rstd * scale + bias).astype(x.dtype), (x, mean, rstd, scale)
+
+
+def _low_precision_ln_bwd(eps, res, g):
+    x, mean, rstd, scale = res
+    xhat = (x.astype(f32) - mean) * rstd
+    gf = g.astype(f32)
+    rows = tuple(range(g.ndim - 1))
+    gx = gf * scale
+    dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True))
+    return dx.astype(x.dtype), (gf * xhat).sum(rows), gf.sum(rows)
+
+
+_low_precision_ln.defvjp(_low_precision_ln_fwd, _low_precision_ln_bwd)
 
 
 class Embedding(nn.Module):
