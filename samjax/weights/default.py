@@ -38,8 +38,9 @@ def card() -> dict:
     return json.loads((path() / "model_card.json").read_text())
 
 
-def ship(workdir: str | Path, dest: str | Path = DIR) -> dict:
-    """Copy a finished tiny_synthetic run's model (WORKDIR/model) to `dest` with its model card; returns the card."""
+def ship(workdir: str | Path, dest: str | Path = DIR, commit: str | None = None) -> dict:
+    """Copy a finished tiny_synthetic run's model (WORKDIR/model) to `dest` with its model card; returns the card.
+    commit: the commit whose code trained it (default: this checkout's HEAD, as right after `make train`)."""
     workdir = Path(workdir)
     model, evals = workdir / "model", workdir / "eval.json"
     if not (model / "config.json").is_file() or not evals.is_file():
@@ -49,11 +50,12 @@ def ship(workdir: str | Path, dest: str | Path = DIR) -> dict:
     steps = {"128 px": run_cfg["train"]["num_steps"]}
     stages = list(zip(run_cfg["low_res"]["image_size"], run_cfg["low_res"]["num_steps"]))
     steps = {**{f"{size} px": n for size, n in stages}, **steps}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    if commit is None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                    cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
     info = {"command": COMMAND, "commit": commit, "seed": run_cfg["seed"], "experiment": "tiny_synthetic",
             "steps": steps, "eval": json.loads(evals.read_text()),
             "note": "trained from scratch on synthetic shapes (samjax.data.synthetic): not Meta's SAM; for photos "
@@ -69,9 +71,10 @@ def ship(workdir: str | Path, dest: str | Path = DIR) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m samjax.weights.default", description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="workdir", required=True, help="a finished tiny_synthetic workdir")
+    p.add_argument("--commit", default=None, help="the commit that trained it (default: HEAD)")
     a = p.parse_args(argv)
     try:
-        info = ship(a.workdir)
+        info = ship(a.workdir, commit=a.commit)
     except (FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
