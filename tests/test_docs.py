@@ -391,3 +391,17 @@ def test_bench_data_runs_small(capsys):
     bench.main(["--images", "2", "--size", "64x96", "--image-size", "64", "--epochs", "1", "--batch-size", "1"])
     out = capsys.readouterr().out
     assert "data: 2 images 64x96" in out and "images/s per core" in out
+
+
+def test_ten_lines_of_python_run_as_written():
+    """The README's first Python block runs on a fresh machine: the shipped model, a held-out image, three calls."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Ten lines of Python"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(block.strip().splitlines()) <= 12
+    scope: dict = {}
+    exec(compile(block, "README.md:ten-lines", "exec"), scope)
+    masks, scores, truth = scope["masks"], scope["scores"], scope["truth"]
+    assert masks.shape == (3, *truth.shape[1:]) and scores.shape == (3,)
+    best = masks[int(scores.argmax())]
+    assert (best & truth[0]).sum() / (best | truth[0]).sum() > 0.5  # the shipped model finds the clicked object
