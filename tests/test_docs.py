@@ -53,6 +53,14 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     '--clip clip-vit-base-patch32': (
         ("tests/text/test_labels.py::test_cli_writes_labels_to_json_and_csv", D + "test_module_commands"),
         "a tiny random CLIP saved by samjax.weights.clip.save_clip, a tiny random SAM"),
+    "python -m samjax.train --experiment=text_prompt --workdir=runs/text_prompt --config.init.path=ckpt/sam_vit_h "
+    "--config.objective.clip_path=clip-vit-large-patch14-336 "
+    "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord'": (
+        (D + "test_train_command_lines",
+         "tests/text/test_text_prompt.py::test_text_prompt_objective_trains_sam_with_clip_crops",
+         "tests/text/test_text_prompt.py::test_exported_model_answers_text_prompts"),
+        "experiment and overrides checked; the experiment shrunk to a tiny SAM and a tiny random CLIP trains 6 steps "
+        "from a checkpoint and its export answers text prompts"),
     "make train": ((D + "test_make_targets", D + "test_train_command_lines",
                     "tests/test_notebooks.py::test_notebook_runs"),
                    "the notebooks train tiny_synthetic through samjax.train for 8 steps; the full 14-minute run is "

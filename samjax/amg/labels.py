@@ -117,16 +117,7 @@ class ClipLabeler:
         else:
             raise TypeError(f"clip must be a checkpoint path or a (ClipConfig, params) pair, got {type(clip).__name__}")
         if tokenizer is None:
-            context = {"context_length": config.context_length}
-            try:
-                if path is None or not path.is_dir():
-                    raise FileNotFoundError(f"{path} is no directory")
-                tokenizer = ClipTokenizer.from_pretrained(path, **context)
-            except FileNotFoundError as no_files:
-                try:
-                    tokenizer = ClipTokenizer.from_clip_package(**context)
-                except FileNotFoundError as e:
-                    raise FileNotFoundError(f"no CLIP tokenizer: {no_files}; {e}") from None
+            tokenizer = ClipTokenizer.for_checkpoint(path, context_length=config.context_length)
         return cls(config, params, tokenizer, labels, template)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:

@@ -185,11 +185,12 @@ class SamFamily:
         return image_cache(dvars["params"], self.sam, self.embedding(features), image_pe)
 
     def decode(self, dvars: dict, features, coords, labels, masks, multimask_output: bool, image_pe, cache,
-               options: tuple = ()):
+               options: tuple = (), text=None):
         """Tokens (B, N, 2) / (B, N) in the prompt frame, mask prompts (B, 4g, 4g) or None, the image's cache ->
-        low-res logits (B, M, 4g, 4g), iou (B, M); in decoder groups where that is faster (`decode_prompts`)."""
+        low-res logits (B, M, 4g, 4g), iou (B, M); in decoder groups where that is faster (`decode_prompts`).
+        text: (B, D) CLIP embeddings, a text token per prompt (models with SamConfig.text_embed_dim > 0), or None."""
         return decode_prompts(dvars["params"], self.sam, self.embedding(features), coords, labels, masks,
-                              multimask_output, image_pe, image_cache=cache)
+                              multimask_output, image_pe, image_cache=cache, text_embedding=text)
 
     def decode_lazy(self, dvars: dict, features, coords, labels, multimask_output: bool, image_pe, cache,
                     options: tuple = ()):
@@ -276,7 +277,9 @@ class HQSamFamily(_SamDecoderFamily):
         emb, interm = features
         return HQSam(self.config).apply(dvars, emb, interm, method=HQSam.hq_features)
 
-    def decode(self, dvars, features, coords, labels, masks, multimask_output, image_pe, cache, options=()):
+    def decode(self, dvars, features, coords, labels, masks, multimask_output, image_pe, cache, options=(), text=None):
+        if text is not None:
+            raise ValueError("HQ-SAM takes no text prompt")
         return HQSam(self.config).apply(dvars, self.embedding(features), None, coords, labels, masks, None,
                                         multimask_output, dict(options).get("hq_token_only", False),
                                         image_pe=image_pe, hq_features=cache, method=HQSam.decode)

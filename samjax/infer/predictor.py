@@ -22,6 +22,7 @@ from samjax.infer.validate import (
     check_image,
     check_mask_input,
     check_points,
+    check_text_embedding,
     check_variables,
 )
 
@@ -49,11 +50,11 @@ def _image_cache(dvars, features, image_pe, *, family: SamFamily):
 
 
 @functools.partial(jax.jit, static_argnames=("family", "multimask_output", "options"))
-def _decode(dvars, features, coords, labels, masks, image_pe, cache, *, family: SamFamily, multimask_output: bool,
-            options: tuple = ()):
+def _decode(dvars, features, coords, labels, masks, image_pe, cache, text=None, *, family: SamFamily,
+            multimask_output: bool, options: tuple = ()):
     """Tokens (B, N, 2) / (B, N), optional mask prompts (B, 4g, 4g), image_pe (1, g, g, C) (`dense_pe`), cache
-    (`_image_cache` of features) -> low-res logits (B, M, 4g, 4g), iou (B, M)."""
-    return family.decode(dvars, features, coords, labels, masks, multimask_output, image_pe, cache, options)
+    (`_image_cache` of features), optional text prompts (B, D) -> low-res logits (B, M, 4g, 4g), iou (B, M)."""
+    return family.decode(dvars, features, coords, labels, masks, multimask_output, image_pe, cache, options, text)
 
 
 @functools.partial(jax.jit, static_argnames=("family", "input_size", "original_size", "return_logits", "batch"))
@@ -203,52 +204,62 @@ class Predictor:
         """The decoder's token arrays for these prompts (SamFamily.tokens)."""
         return self.family.tokens(coords, labels, boxes, self.original_size, batch)
 
-    def _run(self, coords, labels, boxes, masks, batch, multimask_output, return_logits, options):
+    def _run(self, coords, labels, boxes, masks, batch, multimask_output, return_logits, options, text=None):
         tok_c, tok_l = self._tokens(coords, labels, boxes, batch)
         if masks is not None:
             masks = np.concatenate([masks, np.zeros((tok_c.shape[0] - batch, *masks.shape[1:]), np.float32)])
+        if text is not None:  # padding rows repeat the first embedding (their outputs are dropped)
+            text = np.concatenate([text, np.repeat(text[:1], tok_c.shape[0] - batch, axis=0)])
         low_res, iou = self._decode(self.decoder_variables, self.features, tok_c, tok_l, masks, self.image_pe,
-                                    self.image_cache, multimask_output=multimask_output, options=options)
+                                    self.image_cache, text, multimask_output=multimask_output, options=options)
         masks_out = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size,
                                       return_logits=return_logits, batch=batch)
         return np.asarray(masks_out), np.asarray(iou)[:batch], np.asarray(low_res)[:batch]
 
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
-                return_logits: bool = False, **options):
+                return_logits: bool = False, text_embedding=None, **options):
         """One prompt, as segment_anything.SamPredictor.predict.
 
         point_coords (N, 2) (x, y) pixels of the original image; point_labels (N,) 1 fg / 0 bg; box (4,) XYXY;
         mask_input (1, 256, 256) low-res logits from a previous call. Returns masks (C, H, W) bool (float
         logits with return_logits), iou_predictions (C,), low_res_logits (C, 256, 256); C = 3 or 1 (HQ-SAM:
         always 1, as its reference). `options`: the family's decode options (HQ-SAM: hq_token_only=False).
+        text_embedding (D,): a CLIP embedding as the paper's text prompt, alone or with the others, for a SAM trained
+        with one (SamConfig.text_embed_dim = D > 0; experiments/text_prompt.py; no public weights exist);
+        samjax.infer.text_prompt.TextPrompter makes it from text.
         """
         self._require_image()
         return tuple(x[0] for x in self._predict(point_coords, point_labels, box, mask_input, multimask_output,
-                                                 return_logits, batched=False, options=options))
+                                                 return_logits, batched=False, options=options, text=text_embedding))
 
     def predict_batch(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
-                      multimask_output: bool = True, return_logits: bool = False, **options):
+                      multimask_output: bool = True, return_logits: bool = False, text_embedding=None, **options):
         """B prompts on the cached image in one call: point_coords (B, N, 2) + point_labels (B, N) and/or
-        boxes (B, 4), mask_input (B, 1, 256, 256). Returns masks (B, C, H, W), iou (B, C), logits (B, C, 256, 256)."""
+        boxes (B, 4), mask_input (B, 1, 256, 256), text_embedding (B, D) (see `predict`). Returns masks (B, C, H, W),
+        iou (B, C), logits (B, C, 256, 256)."""
         self._require_image()
         return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits,
-                             batched=True, options=options)
+                             batched=True, options=options, text=text_embedding)
 
-    def _predict(self, coords, labels, boxes, mask_input, multimask_output, return_logits, batched, options):
+    def _predict(self, coords, labels, boxes, mask_input, multimask_output, return_logits, batched, options,
+                 text=None):
         options = self.family.check_options(options)
         if coords is None and labels is not None:
             raise ValueError("point_labels were given without point_coords")
-        if coords is None and boxes is None and mask_input is None:
-            raise ValueError("no prompt: give point_coords + point_labels, a box, and/or a mask_input")
+        if coords is None and boxes is None and mask_input is None and text is None:
+            raise ValueError("no prompt: give point_coords + point_labels, a box, a mask_input and/or a "
+                             "text_embedding")
+        if text is not None:
+            text = check_text_embedding(text, self.family.sam.text_embed_dim, batched)
         if coords is not None:
             coords, labels = check_points(coords, labels, self.original_size, batched)
         if boxes is not None:
             boxes = check_boxes(boxes, self.original_size, batched)
         size = self.family.sam.mask_input_size
         masks = None if mask_input is None else check_mask_input(mask_input, size, batched)
-        sizes = {name: x.shape[0] for name, x in (("point_coords", coords), ("boxes", boxes), ("mask_input", masks))
-                 if x is not None}
+        sizes = {name: x.shape[0] for name, x in (("point_coords", coords), ("boxes", boxes), ("mask_input", masks),
+                                                  ("text_embedding", text)) if x is not None}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"prompt batch sizes differ: {sizes}")
         return self._run(coords, labels, boxes, masks, next(iter(sizes.values())), multimask_output, return_logits,
-                         options)
+                         options, text)

@@ -101,6 +101,27 @@ def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray:
     raise ValueError(f"mask_input must be {desc} low-res logits (e.g. a previous prediction's logits), got {m.shape}")
 
 
+def check_text_embedding(text_embedding, dim: int, batched: bool) -> np.ndarray:
+    """-> (B, dim) float32 CLIP embeddings (the text prompt of a SAM with text_embed_dim `dim`; 0: it has none)."""
+    if not dim:
+        raise ValueError("this SAM has no text prompt (SamConfig.text_embed_dim is 0, as in every released checkpoint: "
+                         "no public weights exist for SAM's text prompt); train one with experiments/text_prompt.py, "
+                         "or use text -> boxes -> masks (samjax.infer.GroundedPredictor)")
+    desc = f"(B, {dim})" if batched else f"({dim},)"
+    t = _as_float_array(text_embedding, "text_embedding", desc).astype(np.float32)
+    if not batched and t.shape == (1, dim):
+        t = t[0]
+    if t.shape[-1:] != (dim,) or t.ndim != (2 if batched else 1):
+        raise ValueError(f"text_embedding must be {desc} (a CLIP embedding of the model's text_embed_dim), got "
+                         f"shape {t.shape}")
+    t = t.reshape(-1, dim)
+    if t.shape[0] == 0:
+        raise ValueError("text_embedding is empty: give at least one embedding, or pass None")
+    if not np.all(np.linalg.norm(t, axis=-1) > 0):
+        raise ValueError("text_embedding holds an all-zero vector: not a CLIP embedding")
+    return t
+
+
 def check_params(params, config: SamConfig) -> None:
     """Raise ValueError if `params` is not the parameter tree of SAM `config` (e.g. weights of another SAM size)."""
     check_variables(params, abstract_params(config), "SamConfig")

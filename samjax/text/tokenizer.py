@@ -152,6 +152,21 @@ class ClipTokenizer:
             return cls.from_vocab_merges(directory / "vocab.json", directory / "merges.txt", **kwargs)
         raise FileNotFoundError(f"{directory} holds neither tokenizer.json nor vocab.json + merges.txt")
 
+    @classmethod
+    def for_checkpoint(cls, path: str | Path | None, **kwargs) -> ClipTokenizer:
+        """The tokenizer of a CLIP checkpoint: its directory's tokenizer files (`from_pretrained`), else (a weights
+        file, a directory without them, or None) the vocabulary an installed CLIP package ships (`from_clip_package`,
+        OpenAI's, which every released CLIP shares). FileNotFoundError naming both where neither is found."""
+        try:
+            if path is None or not Path(path).is_dir():
+                raise FileNotFoundError(f"{path} is no directory")
+            return cls.from_pretrained(path, **kwargs)
+        except FileNotFoundError as no_files:
+            try:
+                return cls.from_clip_package(**kwargs)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"no CLIP tokenizer: {no_files}; {e}") from None
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the vocabulary and merges as `directory`/tokenizer.json (read back by `from_pretrained` and
         `from_tokenizer_json`). Returns the file's path."""

@@ -15,6 +15,12 @@
                mean squared error between the two (B, g, g, C) embeddings. TinyViT's BatchNorm runs in training mode;
                its running statistics are the step's `model_state`. The exported MobileSAM takes the teacher's prompt
                encoder and mask decoder, as MobileSAM does.
+    "text_prompt"  the SAM paper's text prompt (section 7.5, appendix D.5; samjax.training.text_prompt,
+               experiments/text_prompt.py): a SamConfig model with text_embed_dim > 0, every SAM parameter trained
+               with SAM's loss and prompt rounds, the first prompt of each mask the CLIP image embedding of its crop
+               (a frozen CLIP image tower, `config.objective.clip` / `clip_path`, riding along under "clip"). The
+               exported SAM is prompted with CLIP text embeddings (samjax.infer.text_prompt). No public weights exist
+               for it.
 
 An `Objective` gives the step the tree it trains (frozen parts included: gradients flow through SAM's frozen decoder
 to the HQ token; the teacher rides along), the optimizer's mask over it, the collections carried from step to step
@@ -39,16 +45,20 @@ from samjax.models import (
     abstract_params,
     hq_sam,
     init_params,
+    init_text_params,
     mobile_sam,
     param_logical_axes,
 )
+from samjax.models.clip import init_params as clip_init_params
 from samjax.models.hq_sam import HQSam, HQSamConfig
 from samjax.models.mobile_sam import MobileSam, MobileSamConfig
-from samjax.training import prompts
+from samjax.training import prompts, text_prompt
+from samjax.training.init import initial_params
+from samjax.weights import clip as clip_weights
 from samjax.weights import store
 
 f32 = jnp.float32
-KINDS = ("sam", "hq_sam", "distill")
+KINDS = ("sam", "hq_sam", "distill", "text_prompt")
 
 
 def point_sample(x: jax.Array, coords: jax.Array) -> jax.Array:
@@ -270,7 +280,59 @@ class DistillObjective(Objective):
         return loss_fn
 
 
-OBJECTIVES = {"sam": Objective(), "hq_sam": HQObjective(), "distill": DistillObjective()}
+@dataclasses.dataclass(frozen=True)
+class TextPromptObjective(Objective):
+    """params = SAM's modules (text layers included) + {"clip": CLIP's image tower and projection, frozen}: SAM's
+    paths stay where the optimizer's layer decay and frozen Fourier matrix look for them."""
+
+    KIND: ClassVar[str] = "text_prompt"
+
+    def abstract_params(self, model: SamConfig, clip=None):
+        text_prompt.check_model(model, clip)
+        return {**abstract_params(model), text_prompt.CLIP_KEY: text_prompt.abstract_clip(clip)}
+
+    def logical_axes(self, model: SamConfig, clip=None):
+        return {**param_logical_axes(model), text_prompt.CLIP_KEY: text_prompt.clip_axes(clip)}
+
+    def trainable(self, params):
+        return {k: jax.tree.map(lambda _, k=k: k != text_prompt.CLIP_KEY, v) for k, v in params.items()}
+
+    def initial(self, cfg, model: SamConfig):
+        """SAM as config.init says (scratch, a SAM .pth or samjax directory, MAE), its text layers freshly
+        initialised unless the loaded model has them; CLIP from config.objective.clip_path or, without one, seeded
+        (smoke runs: the prompts then mean nothing)."""
+        opts = text_prompt.TextPromptOptions.from_objective(cfg.objective)
+        text_prompt.check_model(model, opts.clip)
+        if cfg.init.kind == "scratch":
+            sam = initial_params(cfg, model)
+        else:  # SAM's own checkpoint gets fresh text layers; a text model's (its directory) keeps its own
+            sam = jax.tree.map(np.asarray, initial_params(cfg, model.replace(text_embed_dim=0)))
+            if "text_projection" not in sam["prompt_encoder"]:
+                fresh = init_text_params(model, jax.random.PRNGKey(cfg.seed + 1))
+                sam["prompt_encoder"] = {**sam["prompt_encoder"], **jax.tree.map(np.asarray, fresh)}
+            want = jax.tree.map(lambda x: tuple(x.shape), abstract_params(model))
+            if jax.tree.map(np.shape, sam) != want:
+                raise ValueError(f"config.init.path ({cfg.init.path}) does not hold parameters of config.model "
+                                 f"(text_embed_dim {model.text_embed_dim})")
+        if opts.clip_path:
+            clip_cfg, clip = clip_weights.load_clip(opts.clip_path)
+            diff = text_prompt.image_tower_differences(clip_cfg, opts.clip)
+            if diff:
+                raise ValueError(f"config.objective.clip_path {opts.clip_path} holds a CLIP whose image tower "
+                                 f"differs from config.objective.clip's: {diff}")
+        else:
+            clip = clip_init_params(opts.clip, jax.random.PRNGKey(cfg.seed + 2))
+        return {**sam, text_prompt.CLIP_KEY: jax.tree.map(np.asarray, text_prompt.clip_tower(clip))}, None
+
+    def export(self, model, params, model_state):
+        return super().export(model, text_prompt.sam_params(params), None)
+
+    def loss(self, sc, batch_sh):
+        return text_prompt.make_loss(sc, batch_sh)
+
+
+OBJECTIVES = {"sam": Objective(), "hq_sam": HQObjective(), "distill": DistillObjective(),
+              "text_prompt": TextPromptObjective()}
 
 
 def get(kind: str) -> Objective:
@@ -286,6 +348,9 @@ def abstract_parts(sc) -> tuple[Any, Any, dict | None]:
         teacher = DistillObjective.teacher(sc.objective)
         return (obj.abstract_params(sc.model, teacher), obj.logical_axes(sc.model, teacher),
                 obj.abstract_model_state(sc.model))
+    if sc.kind == "text_prompt":
+        clip = text_prompt.TextPromptOptions.from_objective(sc.objective).clip
+        return obj.abstract_params(sc.model, clip), obj.logical_axes(sc.model, clip), None
     return obj.abstract_params(sc.model), obj.logical_axes(sc.model), obj.abstract_model_state(sc.model)
 
 

@@ -166,7 +166,7 @@ NextDecodeFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.
 
 def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.Array, boxes: jax.Array,
              valid: jax.Array, rng: jax.Array, image_size: int, cfg: PromptConfig,
-             loss_kwargs: dict | None = None) -> tuple[jax.Array, dict]:
+             loss_kwargs: dict | None = None, first: tuple | None = None) -> tuple[jax.Array, dict]:
     """Runs the rounds; returns (scalar loss, metrics).
 
     decode_first(coords (P, N, 2), labels (P, N)) -> every output: logits (P, K, m, m), iou_pred (P, K), K = 1 +
@@ -177,6 +177,9 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
     masks (P, m, m) bool targets, boxes (P, 4) XYXY, valid (P,) bool (padding slots carry no loss).
     Loss: mean over rounds of the mean over valid masks. Metrics: loss parts, "miou_first" / "miou_last" (IoU of
     the highest-predicted-IoU mask of round 0 / the last round), "num_masks".
+    first: the first prompt made by the caller instead of `initial_prompts`, (coords (P, N, 2), labels (P, N),
+    ambiguous (P,) bool: rows trained like a single point, through the lowest-loss multimask output); the
+    text-prompt objective's (samjax.training.text_prompt), whose CLIP prompt lives outside the point slots.
     """
     loss_kwargs = dict(loss_kwargs or {})
     # Which loss picks the lowest-loss output of an ambiguous round: "loss", the total (IoU term included), or
@@ -187,7 +190,7 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
     choose_by = "loss" if choose_by == "total" else "mask"
     iou_weight = loss_kwargs.get("iou_weight", 1.0)
     k_init, k_sched, k_rounds = jax.random.split(rng, 3)
-    coords, labels, is_point = initial_prompts(k_init, masks, boxes, image_size, cfg)
+    coords, labels, is_point = initial_prompts(k_init, masks, boxes, image_size, cfg) if first is None else first
     add_click = round_schedule(k_sched, cfg)
     slot = 2 + jnp.cumsum(add_click) - 1  # token slot of the click added in round r (when add_click[r])
     w = valid.astype(f32)

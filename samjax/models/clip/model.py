@@ -57,12 +57,13 @@ class Attention(nn.Module):
     dtype: jnp.dtype = f32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """mask: optional (B, 1, L, L) bool, True where query i may attend to key j."""
         b, length, _ = x.shape
         hd = self.width // self.heads
         q, k, v = (dense(self.width, ("embed", "heads"), name=f"{n}_proj", dtype=self.dtype)(x)
                    .reshape(b, length, self.heads, hd) for n in ("q", "k", "v"))
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # (B, L, nh, hd), scale hd^-1/2
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal)  # (B, L, nh, hd), hd^-1/2
         return dense(self.width, ("heads", "embed"), name="out_proj", dtype=self.dtype)(out.reshape(b, length, -1))
 
 
@@ -93,26 +94,28 @@ class EncoderLayer(nn.Module):
     dtype: jnp.dtype = f32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         y = layer_norm("embed", eps=self.eps, name="layer_norm1", dtype=self.dtype)(x)
-        x = x + Attention(self.width, self.heads, self.causal, self.dtype, name="self_attn")(y)
+        x = x + Attention(self.width, self.heads, self.causal, self.dtype, name="self_attn")(y, mask)
         y = layer_norm("embed", eps=self.eps, name="layer_norm2", dtype=self.dtype)(x)
         return x + MLP(self.width, self.mlp_dim, self.act, self.dtype, name="mlp")(y)
 
 
 class Encoder(nn.Module):
-    """`layers` EncoderLayers of one tower ("text" or "vision") of `config`."""
+    """`layers` EncoderLayers of one tower ("text" or "vision") of `config`; `last_mask` (B, 1, L, L) bool, if
+    given, restricts the last layer's attention (see `VisionTransformer`)."""
 
     config: ClipConfig
     tower: str
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, last_mask: jax.Array | None = None) -> jax.Array:
         cfg, t = self.config, self.tower
-        for i in range(getattr(cfg, f"{t}_layers")):
+        n = getattr(cfg, f"{t}_layers")
+        for i in range(n):
             x = EncoderLayer(getattr(cfg, f"{t}_width"), getattr(cfg, f"{t}_heads"), getattr(cfg, f"{t}_mlp_dim"),
                              getattr(cfg, f"{t}_act"), getattr(cfg, f"{t}_layer_norm_eps"), causal=t == "text",
-                             dtype=cfg.jnp_dtype, name=f"layers_{i}")(x)
+                             dtype=cfg.jnp_dtype, name=f"layers_{i}")(x, last_mask if i == n - 1 else None)
         return x
 
 
@@ -185,17 +188,31 @@ class VisionEmbeddings(nn.Module):
 class VisionTransformer(nn.Module):
     """pixels (B, S, S, C) -> every token after post_layernorm (B, 1 + g*g, D); token 0 is the class token, CLIP's
     pooled output. (The references apply post_layernorm to the class token for CLIP and to all tokens for OWL-ViT;
-    it is per token, so this is both.)"""
+    it is per token, so this is both.)
+
+    class_attention: optional (B, g*g) bool, the patches (row-major) the class token may attend to in the last layer
+    (besides itself); the other tokens attend as usual. The SAM paper's text-prompt training (appendix D.5) embeds a
+    mask's crop this way, "masked attention in the last layer to restrict attention from the output token to the
+    image positions inside the mask". None: CLIP as released."""
 
     config: ClipConfig
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
+    def __call__(self, pixels: jax.Array, class_attention: jax.Array | None = None) -> jax.Array:
         cfg = self.config
         eps, dt = cfg.vision_layer_norm_eps, cfg.jnp_dtype
         x = VisionEmbeddings(cfg, name="embeddings")(pixels)
         x = layer_norm("embed", eps=eps, name="pre_layernorm", dtype=dt)(x)
-        x = Encoder(cfg, "vision", name="encoder")(x)
+        mask = None
+        if class_attention is not None:
+            b, length = x.shape[:2]
+            if class_attention.shape != (b, length - 1):
+                raise ValueError(f"class_attention must be ({b}, {length - 1}) bool (one per patch), got "
+                                 f"{tuple(class_attention.shape)}")
+            first = jnp.concatenate([jnp.ones((b, 1), bool), class_attention.astype(bool)], axis=1)  # (B, L)
+            rows = jnp.arange(length)[None, :, None] == 0  # (1, L, 1): the class token's row
+            mask = jnp.where(rows, first[:, None, :], True)[:, None]  # (B, 1, L, L)
+        x = Encoder(cfg, "vision", name="encoder")(x, mask)
         return layer_norm("embed", eps=eps, name="post_layernorm", dtype=dt)(x)
 
 
@@ -223,9 +240,10 @@ class Clip(nn.Module):
         """input_ids (B, L <= context_length) int -> text features (B, E), unnormalised."""
         return self.text_projection(self.text_model(input_ids)[1])
 
-    def encode_image(self, pixels: jax.Array) -> jax.Array:
-        """pixels (B, S, S, C) normalised -> image features (B, E), unnormalised."""
-        return self.visual_projection(self.vision_model(pixels)[:, 0])
+    def encode_image(self, pixels: jax.Array, class_attention: jax.Array | None = None) -> jax.Array:
+        """pixels (B, S, S, C) normalised -> image features (B, E), unnormalised. class_attention (B, g*g) bool:
+        the patches the class token attends to in the last layer (`VisionTransformer`; None: all)."""
+        return self.visual_projection(self.vision_model(pixels, class_attention)[:, 0])
 
 
 def normalize(x: jax.Array, eps: float = 0.0) -> jax.Array:

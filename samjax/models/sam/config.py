@@ -39,6 +39,12 @@ class SamConfig:
     # Prompt encoder; also the neck's output channels and the mask decoder's width (as in build_sam).
     prompt_embed_dim: int = 256
     mask_in_chans: int = 16
+    # Width of a CLIP embedding taken as a text prompt (the SAM paper's text prompt, section 7.5 / appendix D.5): > 0
+    # adds to the prompt encoder a linear projection of the (l2-normalised) embedding to prompt_embed_dim and a
+    # learned "text" type embedding, one extra sparse token (PromptEncoder.embed_text). 0, the default and every
+    # released checkpoint, has no text path: no such parameters. No public weights exist for it;
+    # experiments/text_prompt.py trains one.
+    text_embed_dim: int = 0
     # Mask decoder (MaskDecoder + TwoWayTransformer).
     decoder_depth: int = 2
     decoder_num_heads: int = 8
@@ -95,6 +101,8 @@ class SamConfig:
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             problems.append(f"encoder_global_attn_indexes {bad} are outside 0..{self.encoder_depth - 1}")
+        if self.text_embed_dim < 0:
+            problems.append(f"text_embed_dim must be >= 0 (0: no text prompt), got {self.text_embed_dim}")
         if not self.decoder_norm_eps > 0:
             problems.append(f"decoder_norm_eps must be > 0, got {self.decoder_norm_eps}")
         if self.window_size < 0:

@@ -11,6 +11,12 @@ Token labels
   -1  "not a point" (the official padding token: it takes part in attention)
   -2  IGNORE: a slot that does not exist. Its embedding is zero and the mask decoder masks it out of
       attention, so padding a prompt to a fixed length changes nothing. Used for shape bucketing.
+
+Text (SamConfig.text_embed_dim > 0 only; the SAM paper's text prompt, section 7.5 and appendix D.5): a CLIP
+embedding (B, D) becomes one more sparse token, `embed_text`: its l2-normalised value through a linear projection
+`text_projection` (D -> C, no bias) plus a learned type embedding `text_embed` (as a point's label embedding is added
+to its position encoding). Trained with CLIP image embeddings of mask crops, prompted with CLIP text embeddings.
+`Sam.decode(text_embedding=...)` appends the token after the point / box tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from samjax.models.common import Embedding, conv, gelu, layer_norm, partitioned
+from samjax.models.common import Embedding, conv, dense, gelu, layer_norm, partitioned
 from samjax.models.sam.config import SamConfig
 
 f32 = jnp.float32
@@ -80,6 +86,9 @@ class PromptEncoder(nn.Module):
         self.mask_downscaling_3 = conv(m, 2, stride=2, axes=("mask_channels", "mask_channels"), dtype=dt)
         self.mask_downscaling_4 = layer_norm("mask_channels", eps=1e-6, dtype=dt)
         self.mask_downscaling_6 = conv(c, 1, axes=("mask_channels", "prompt_embed"), dtype=dt)
+        if cfg.text_embed_dim:
+            self.text_projection = dense(c, ("joint_embed", "prompt_embed"), use_bias=False, dtype=dt)
+            self.text_embed = Embedding(1, c)
 
     def get_dense_pe(self) -> jax.Array:
         """Positional encoding of the image-embedding grid: (1, g, g, C)."""
@@ -95,6 +104,20 @@ class PromptEncoder(nn.Module):
         for i, table in enumerate(self.point_embeddings):
             emb = emb + jnp.where(labels == i, table()[0], 0.0)
         return jnp.where(labels == IGNORE, 0.0, emb)
+
+    def embed_text(self, text_embedding: jax.Array) -> jax.Array:
+        """CLIP embeddings (B, text_embed_dim), any norm (they are l2-normalised here, as the paper's D.5) ->
+        text tokens (B, 1, C)."""
+        cfg = self.config
+        if not cfg.text_embed_dim:
+            raise ValueError("this SAM has no text prompt (SamConfig.text_embed_dim is 0, as in every released "
+                             "checkpoint); train one with experiments/text_prompt.py")
+        if text_embedding.ndim != 2 or text_embedding.shape[-1] != cfg.text_embed_dim:
+            raise ValueError(f"text embeddings must be (B, {cfg.text_embed_dim}) (the model's text_embed_dim), "
+                             f"got {tuple(text_embedding.shape)}")
+        x = text_embedding.astype(f32)
+        x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+        return (self.text_projection(x.astype(cfg.jnp_dtype)) + self.text_embed()[0].astype(cfg.jnp_dtype))[:, None]
 
     def embed_masks(self, masks: jax.Array) -> jax.Array:
         """masks (B, 4g, 4g) low-res logits -> (B, g, g, C)."""
@@ -127,6 +150,8 @@ class PromptEncoder(nn.Module):
         if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
             raise ValueError(f"prompt coords must be (B, N, 2) and labels (B, N); got {coords.shape}, {labels.shape}")
         sparse = self.embed_points(coords, labels).astype(cfg.jnp_dtype)
+        if cfg.text_embed_dim and self.is_initializing():  # create the text layers' parameters in init
+            self.embed_text(jnp.zeros((1, cfg.text_embed_dim), f32))
         no_mask = jnp.broadcast_to(self.no_mask_embed()[0], (b, g, g, cfg.prompt_embed_dim))
         if masks is None:
             return sparse, no_mask

@@ -47,7 +47,8 @@ class Sam(nn.Module):
     def decode(self, image_embeddings: jax.Array, coords: jax.Array, labels: jax.Array, masks: jax.Array | None = None,
                mask_valid: jax.Array | None = None, multimask_output: bool = True, all_outputs: bool = False,
                image_pe: jax.Array | None = None, image_cache: dict | None = None, upscale: bool = True,
-               outputs: tuple[int, ...] | None = None, factor_mask_prompt: bool = False):
+               outputs: tuple[int, ...] | None = None, factor_mask_prompt: bool = False,
+               text_embedding: jax.Array | None = None, text_valid: jax.Array | None = None):
         """Prompts -> low-res mask logits (B, M, 4g, 4g) and predicted IoU (B, M).
 
         image_embeddings (B|1, g, g, C); coords (B, N, 2) in the resized frame; labels (B, N) (see
@@ -62,11 +63,15 @@ class Sam(nn.Module):
         factor_mask_prompt: with mask prompts (all valid) and batch-1 embeddings, the first layer projects the image
         side as (embedding + b) W once and the mask features h (F W) per prompt, where the dense embedding is
         h F + b (`PromptEncoder.mask_projection`): the same sums without three (g*g, C) x (C, C') products per prompt.
+        text_embedding: (B, text_embed_dim) CLIP embeddings, one text token per prompt after the point / box tokens
+        (models with SamConfig.text_embed_dim > 0 only; `PromptEncoder.embed_text`); text_valid (B,) bool: rows
+        whose text token takes part (False: as if absent, the token is masked out like an IGNORE slot).
         """
         if factor_mask_prompt:
             if masks is None or mask_valid is not None or image_embeddings.shape[0] != 1:
                 raise ValueError("factor_mask_prompt needs mask prompts for every row and batch-1 image embeddings")
             sparse, _ = self.prompt_encoder(coords, labels)
+            sparse, token_mask = self._with_text(sparse, labels != IGNORE, text_embedding, text_valid)
             h = self.prompt_encoder.mask_features(masks)  # (P, g, g, m)
             f, b = self.prompt_encoder.mask_projection()
             dense = jnp.einsum("phwm,mc->phwc", h, f) + b
@@ -74,9 +79,10 @@ class Sam(nn.Module):
             shared = (image_embeddings.astype(f.dtype) + b).reshape(1, g * g, c)
             factored = (shared, h.reshape(h.shape[0], g * g, -1), f)
             image_pe = self.get_dense_pe() if image_pe is None else image_pe
-            return self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense, labels != IGNORE,
+            return self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense, token_mask,
                                                    upscale=upscale, outputs=outputs, factored=factored)
         sparse, dense = self.prompt_encoder(coords, labels, masks, mask_valid)
+        sparse, token_mask = self._with_text(sparse, labels != IGNORE, text_embedding, text_valid)
         if masks is None:
             dense = dense[:1]  # the same no-mask embedding for every prompt: let the decoder share it
         else:
@@ -84,12 +90,30 @@ class Sam(nn.Module):
         if image_cache is not None and image_embeddings.shape[0] != 1:
             raise ValueError(f"image_cache is for one image's embeddings (batch 1), got {image_embeddings.shape}")
         image_pe = self.get_dense_pe() if image_pe is None else image_pe
-        args = (image_embeddings, image_pe, sparse, dense, labels != IGNORE)
+        args = (image_embeddings, image_pe, sparse, dense, token_mask)
         if outputs is not None:
             return self.mask_decoder.predict_masks(*args, cache=image_cache, upscale=upscale, outputs=outputs)
         if all_outputs:
             return self.mask_decoder.predict_masks(*args, cache=image_cache, upscale=upscale)
         return self.mask_decoder(*args, multimask_output=multimask_output, cache=image_cache, upscale=upscale)
+
+    def _with_text(self, sparse: jax.Array, token_mask: jax.Array, text_embedding: jax.Array | None,
+                   text_valid: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """Sparse tokens (B, N, C) and their mask (B, N) with the text token appended ((B, N + 1, C), (B, N + 1)),
+        or as they are without a text embedding."""
+        if text_embedding is None:
+            if text_valid is not None:
+                raise ValueError("text_valid was given without text_embedding")
+            return sparse, token_mask
+        b = sparse.shape[0]
+        if text_embedding.shape[0] != b:
+            raise ValueError(f"{text_embedding.shape[0]} text embeddings for {b} prompts")
+        text = self.prompt_encoder.embed_text(text_embedding).astype(sparse.dtype)
+        valid = jnp.ones((b,), bool) if text_valid is None else text_valid.astype(bool)
+        if valid.shape != (b,):
+            raise ValueError(f"text_valid must be ({b},) bool, got {tuple(valid.shape)}")
+        text = jnp.where(valid[:, None, None], text, 0.0)  # an absent token is zero, as an IGNORE slot
+        return jnp.concatenate([sparse, text], axis=1), jnp.concatenate([token_mask, valid[:, None]], axis=1)
 
 
 def image_cache(params: dict, config: SamConfig, image_embeddings: jax.Array, image_pe: jax.Array) -> dict:
@@ -140,25 +164,27 @@ def decode_group_size(num_prompts: int, group: int | None = None) -> int:
 def decode_prompts(params: dict, config: SamConfig, image_embeddings: jax.Array, coords: jax.Array,
                    labels: jax.Array, masks: jax.Array | None = None, multimask_output: bool = True,
                    image_pe: jax.Array | None = None, all_outputs: bool = False, image_cache: dict | None = None,
-                   upscale: bool = True, group: int | None = None):
+                   upscale: bool = True, group: int | None = None, text_embedding: jax.Array | None = None):
     """`Sam.decode` for a batch of P prompts, in groups of `decode_group_size(P, group)` one after another (lax.map)
     where that is faster; the same values as one call up to float rounding. image_embeddings (P|1, g, g, C); image_cache
     (`image_cache` of batch-1 embeddings) skips the decoder's image-only work for prompts without mask prompts;
-    upscale=False: (src, hyper_in, iou) without the masks, see `Sam.decode`."""
+    upscale=False: (src, hyper_in, iou) without the masks, see `Sam.decode`; text_embedding (P, D): a text token per
+    prompt (models with text_embed_dim > 0)."""
     model = Sam(config)
 
-    def run(emb, c, lab, m):
+    def run(emb, c, lab, m, t):
         return model.apply({"params": params}, emb, c, lab, m, None, multimask_output, all_outputs,
-                           image_pe=image_pe, image_cache=image_cache, upscale=upscale, method=Sam.decode)
+                           image_pe=image_pe, image_cache=image_cache, upscale=upscale, text_embedding=t,
+                           method=Sam.decode)
 
     p = coords.shape[0]
     g = decode_group_size(p, group)
     if g == p:
-        return run(image_embeddings, coords, labels, masks)
-    split = lambda x: x.reshape(p // g, g, *x.shape[1:])  # noqa: E731
+        return run(image_embeddings, coords, labels, masks, text_embedding)
+    split = lambda x: None if x is None else x.reshape(p // g, g, *x.shape[1:])  # noqa: E731
     per_prompt = image_embeddings.shape[0] == p != 1
-    xs = (split(image_embeddings) if per_prompt else None, split(coords), split(labels),
-          None if masks is None else split(masks))
+    xs = (split(image_embeddings) if per_prompt else None, split(coords), split(labels), split(masks),
+          split(text_embedding))
     out = jax.lax.map(lambda a: run(image_embeddings if a[0] is None else a[0], *a[1:]), xs)
     return jax.tree.map(lambda x: x.reshape(p, *x.shape[2:]), out)
 
@@ -182,6 +208,16 @@ def _jitted_init(config: SamConfig):
 def init_params(config: SamConfig, rng: jax.Array) -> dict:
     """Freshly initialised parameters: a plain nested dict of float32 arrays (logical-axis boxes removed)."""
     return _jitted_init(config)(rng)
+
+
+def init_text_params(config: SamConfig, rng: jax.Array) -> dict:
+    """Fresh parameters of the prompt encoder's text layers only ({"text_projection", "text_embed"}, the subtrees of
+    params["prompt_encoder"]), for adding a text prompt to a SAM without one (samjax.training's "text_prompt")."""
+    if not config.text_embed_dim:
+        raise ValueError("config.text_embed_dim is 0: a SAM without a text prompt has no text layers")
+    boxed = PromptEncoder(config).init(rng, jnp.zeros((1, config.text_embed_dim), jnp.float32),
+                                       method=PromptEncoder.embed_text)["params"]
+    return nn.meta.unbox(boxed)
 
 
 @functools.lru_cache(maxsize=16)
