@@ -255,13 +255,13 @@ def test_image_cache_gives_the_uncached_decode(photo):
     """The decoder's image-only work done once per image (`models.image_cache`, what the Predictor and the AMG
     pass) gives the same masks as computing it in each decode; it is ignored for prompts with mask prompts and
     refused for a batch of embeddings."""
-    from samjax.models import decode_prompts, image_cache  # noqa: PLC0415
+    from samjax.models import Sam, decode_prompts, image_cache  # noqa: PLC0415
 
     params = init_params(CFG, jax.random.key(3))
     rng = np.random.default_rng(1)
     g, c, p = CFG.grid_size, CFG.prompt_embed_dim, 5
     emb = rng.standard_normal((1, g, g, c)).astype(np.float32)
-    pe = predictor_lib.dense_pe(params, config=CFG)
+    pe = Sam(CFG).apply({"params": params}, method=Sam.get_dense_pe)
     cache = image_cache(params, CFG, emb, pe)
     coords = rng.uniform(0, CFG.image_size, (p, 2, 2)).astype(np.float32)
     labels = rng.integers(0, 2, (p, 2)).astype(np.int32)

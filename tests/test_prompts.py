@@ -110,10 +110,14 @@ def test_simulate_loss_selection_against_hand_computation():
     bad = jnp.full_like(good, -30.0)
     iou_pred = jnp.tile(jnp.array([[0.1, 0.2, 0.9, 0.3]]), (p, 1))
 
-    def decode(coords, labels, prev, prev_valid):  # output 2 perfect, the others empty
+    def first(coords, labels):  # output 2 perfect, the others empty
         return jnp.stack([bad, bad, good, bad], 1), iou_pred
 
-    loss, metrics = prompts.simulate(decode, masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S, cfg)
+    def next_(coords, labels, mask_prompt):  # rounds 1..: the single-mask output only
+        return bad[:, None], iou_pred[:, :1]
+
+    loss, metrics = prompts.simulate(first, next_, masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S,
+                                     cfg)
     # round 0 (one point: ambiguous) backpropagates the best multimask output (2) and trains the IoU head on all 3
     parts = losses.sam_loss(jnp.stack([bad, bad, good, bad], 1), iou_pred, masks)
     r0 = 20 * parts["focal"][0, 2] + parts["dice"][0, 2] + ((0.2 - 0) ** 2 + (0.9 - 1) ** 2 + (0.3 - 0) ** 2) / 3
@@ -123,7 +127,7 @@ def test_simulate_loss_selection_against_hand_computation():
     assert float(metrics["miou_first"]) == pytest.approx(1.0)  # highest predicted IoU among 1..3 = output 2
     assert float(metrics["miou_last"]) == pytest.approx(0.0)   # single-mask output afterwards
     # padding slots carry no loss
-    loss2, _ = prompts.simulate(decode, masks, boxes, jnp.arange(p) < 3, jax.random.PRNGKey(0), S, cfg)
+    loss2, _ = prompts.simulate(first, next_, masks, boxes, jnp.arange(p) < 3, jax.random.PRNGKey(0), S, cfg)
     assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
 
 
@@ -140,12 +144,13 @@ def test_lowest_loss_output_by_total_or_by_mask_loss():
     parts = losses.sam_loss(outs, iou_pred, masks, iou_weight=20.0)
     assert float(parts["loss"][0, 1]) > float(parts["loss"][0, 2])  # by the total, output 2 is chosen
     iou_term = 20.0 * parts["iou_mse"][0, 1:].mean()
+    first, next_ = (lambda *a: (outs, iou_pred)), (lambda *a: (outs[:, :1], iou_pred[:, :1]))
     for choose_by, chosen in (("total", 2), ("mask", 1)):
-        loss, _ = prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool),
+        loss, _ = prompts.simulate(first, next_, masks, boxes, jnp.ones((p,), bool),
                                    jax.random.PRNGKey(0), S, cfg, {"iou_weight": 20.0, "choose_by": choose_by})
         assert float(loss) == pytest.approx(float(parts["mask"][0, chosen] + iou_term), rel=1e-5), choose_by
     with pytest.raises(ValueError, match="choose_by must be"):
-        prompts.simulate(lambda *a: (outs, iou_pred), masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S,
+        prompts.simulate(first, next_, masks, boxes, jnp.ones((p,), bool), jax.random.PRNGKey(0), S,
                          cfg, {"choose_by": "iou"})
 
 
@@ -163,12 +168,20 @@ def test_unrolled_or_rematerialised_rounds_equal_the_scan(variant):
         cfg = prompts.PromptConfig(num_click_rounds=3, no_click_rounds=2, box_prob=0.5, **(variant if changed else {}))
 
         def loss_fn(w):
-            def decode(coords, labels, prev, prev_valid):
+            def decode(coords, labels, prev):
                 prev = prev @ jnp.eye(prev.shape[-1])  # a matrix product, for the policies that keep them
                 base = jnp.where(masks, 2.0, -2.0) * w + 0.3 * prev + 0.01 * coords.sum((1, 2))[:, None, None]
                 logits = jnp.stack([base, 0.5 * base, base - 1.0, base + 1.0], 1)
                 return logits, jax.nn.sigmoid(logits.mean((2, 3)) * w)
-            return prompts.simulate(decode, masks, boxes, valid, jax.random.PRNGKey(3), S, cfg)
+
+            def first(coords, labels):
+                return decode(coords, labels, jnp.zeros(masks.shape, jnp.float32))
+
+            def next_(coords, labels, mask_prompt):
+                logits, iou = decode(coords, labels, mask_prompt)
+                return logits[:, :1], iou[:, :1]
+
+            return prompts.simulate(first, next_, masks, boxes, valid, jax.random.PRNGKey(3), S, cfg)
 
         return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(jnp.float32(0.7))
 
