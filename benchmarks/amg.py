@@ -13,6 +13,8 @@ default run is samjax's best case; `--pred-iou-thresh 0` makes every mask in bot
 The official package needs torchvision; where the PyPI wheel does not load beside the CPU torch build, the
 labelled stand-in of tests/standins supplies `batched_nms` (a reference torch implementation; its time is
 measured and printed so it can be discounted) and PIL resizing.
+
+Results: benchmarks/results/amg.json (--out), with benchmarks.record's commit, command, device and date.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 
 import numpy as np
 
+from benchmarks import record
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +34,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--points-per-side", type=int, default=16)
     p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="both generators (default: theirs)")
+    record.add_out_argument(p, "amg")
     a = p.parse_args(argv)
 
     from samjax.amg import AutomaticMaskGenerator
@@ -101,6 +106,14 @@ def main(argv=None) -> None:
     print(f"image encoder alone: official {ref_enc:.2f} s, samjax {ours_enc:.2f} s; "
           f"beyond the encoder: official {r - ref_enc:.2f} s, samjax {o - ours_enc:.2f} s "
           f"(ratio {(o - ours_enc) / max(r - ref_enc, 1e-9):.3f})")
+    record.write(record.out_path(a.out, "amg"), "amg", argv, image=a.image or "scikit-image coffee",
+                 size=f"{image.shape[1]}x{image.shape[0]}", model="vit_b, random weights, float32",
+                 points_per_side=a.points_per_side, pred_iou_thresh=a.pred_iou_thresh, repeats=a.repeats,
+                 torch_threads=torch.get_num_threads(), samjax_s=o, official_s=r, ratio=o / r,
+                 samjax_first_call_s=first_s, masks={"samjax": len(out), "official": len(ref_out)},
+                 official_batched_nms_standin_s=statistics.median(ref_nms),
+                 encoder_alone_s={"samjax": ours_enc, "official": ref_enc},
+                 beyond_encoder_s={"samjax": o - ours_enc, "official": r - ref_enc})
 
 
 if __name__ == "__main__":

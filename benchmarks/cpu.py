@@ -1,7 +1,7 @@
 """samjax vs the official PyTorch SAM, side by side on this CPU: encoder, prompt-to-mask, automatic masks; and
 OWL-ViT B/32 vs transformers' torch OwlViTForObjectDetection.
 
-    make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,amg,owlvit]
+    make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,...]
 
 Same machine, same random ViT-B weights (the official model randomised, converted with samjax.convert.from_torch),
 same image (scikit-image's coffee, 400x600), float32 in both, every core. Rows: median seconds of samjax and of
@@ -24,6 +24,9 @@ and in a fresh process that finds JAX's persistent compilation cache (samjax.run
   patches): samjax's jitted OwlViT against transformers' OwlViTForObjectDetection with the same random weights
   (HF's initialisation, converted by samjax.weights.owlvit), inputs already preprocessed on both sides, and the
   largest difference of their logits.
+
+Prints a table and writes benchmarks/results/cpu.json (--out): benchmarks.record's commit, command, device and
+date, the rows (seconds per call of each side, ratio, samjax's first call) and the extra figures printed.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ import time
 
 import numpy as np
 
-ROWS: list[tuple] = []
+from benchmarks import record
+
+ROWS: list[dict] = []
+EXTRA: dict = {}  # figures printed beside the rows (bf16 agreement, IoU filter, fresh-process first calls)
 
 
 def side_by_side(ours, official, rounds: int, calls: int = 1) -> tuple[float, float]:
     """Median seconds per call of `ours` and of `official`, timed in `rounds` alternating blocks of `calls` calls
-    each: both sides meet the same phases of a shared machine (on this 2-core VM one side's figure moved by up to
-    ~25% between blocks a minute apart, 2026-11-28), and a block's calls follow each other as an application's do."""
+    each: both sides meet the same phases of a shared machine (on a shared 2-core VM one side's figure can move by
+    ~25% between blocks a minute apart), and a block's calls follow each other as an application's do."""
     times: tuple[list, list] = ([], [])
     for _ in range(rounds):
         for fn, out in zip((ours, official), times):
@@ -57,7 +63,8 @@ def side_by_side(ours, official, rounds: int, calls: int = 1) -> tuple[float, fl
 
 
 def row(what: str, ours: float, official: float, first: float | None = None, note: str = "") -> None:
-    ROWS.append((what, ours, official, first, note))
+    ROWS.append({"what": what, "samjax_s": ours, "reference_s": official, "ratio": ours / official,
+                 "first_call_s": first, "note": note})
     f = f"{first:.2f} s" if first is not None else "-"
     print(f"{what:42s} samjax {ours:9.4f} s  official {official:9.4f} s  ratio {ours / official:6.3f}  first {f} "
           f"{note}", flush=True)
@@ -84,8 +91,11 @@ def prompt_rows_bf16(cfg, params, image, ours, ref, one, batch, batch_torch, rep
         lambda: mixed.predict_batch(*batch), lambda: ref.predict_torch(*batch_torch), repeats), first, "(per call)")
     masks_f32 = ours.predict_batch(*batch)[0]
     iou = np.asarray(mask_iou(masks_bf16.astype(np.float32), masks_f32))  # 1.0 / 0.0 "logits" over threshold 0
+    differ = float(np.mean(masks_bf16 != masks_f32))
+    EXTRA["decoder_bf16_vs_float32"] = {"masks": int(iou.size), "iou_min": float(iou.min()),
+                                        "iou_mean": float(iou.mean()), "pixels_differing": differ}
     print(f"decoder products bf16 vs float32, the batch's {iou.size} masks: thresholded IoU min {iou.min():.4f}, "
-          f"mean {iou.mean():.4f}; pixels that differ {np.mean(masks_bf16 != masks_f32):.2e}", flush=True)
+          f"mean {iou.mean():.4f}; pixels that differ {differ:.2e}", flush=True)
 
 
 def family_rows(image, vit_b, repeats: int) -> None:
@@ -128,6 +138,8 @@ def family_rows(image, vit_b, repeats: int) -> None:
             mobile = run
     ratio = side_by_side(mobile, encoder(vit_b), repeats)
     row("samjax MobileSAM encoder vs samjax ViT-B", *ratio, None, "(official column: samjax ViT-B)")
+
+
 def owlvit_rows(repeats: int) -> None:
     """OWL-ViT B/32 forward, samjax vs transformers (module docstring)."""
     import jax
@@ -199,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sections", default="encoder,prompt,amg,families,owlvit")
     ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+    record.add_out_argument(ap, "cpu")
     args = ap.parse_args(argv)
     from samjax import runtime
 
@@ -213,6 +226,7 @@ def main(argv=None) -> int:
     if not set(sections) & {"encoder", "prompt", "amg"}:  # OWL-ViT only: no SAM to build or compile
         owlvit_rows(args.repeats)
         print_table()
+        write(args, argv)
         return 0
 
     import torch
@@ -230,6 +244,8 @@ def main(argv=None) -> int:
     params = from_torch(sam.state_dict(), cfg)
     image = data.coffee()
     ours, ref = Predictor(cfg, params), sa.SamPredictor(sam)
+    EXTRA["setup"] = {"model": "vit_b, random weights, float32", "image": f"{image.shape[1]}x{image.shape[0]}",
+                      "torch_threads": torch.get_num_threads(), "repeats": args.repeats}
     print(f"ViT-B, random weights, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores, medians over {args.repeats} alternating rounds", flush=True)
 
@@ -276,12 +292,14 @@ def main(argv=None) -> int:
                 n_ours = len(gen.generate(image))
                 first = time.perf_counter() - t
                 reps = max(1, args.repeats // 2)
-                row(name, *side_by_side(lambda: gen.generate(image), lambda: ref_gen.generate(image), reps), first,
-                    f"({n_ours} masks kept)")
+                row(name, *side_by_side(lambda g=gen: g.generate(image), lambda g=ref_gen: g.generate(image), reps),
+                    first, f"({n_ours} masks kept)")
             ours.set_image(image)
             grid = gen.point_grids[0] * [image.shape[1], image.shape[0]]
             best = np.concatenate([np.asarray(ours.predict_batch(g[:, None], np.ones((len(g), 1), np.int64))[1]).max(1)
                                    for g in np.array_split(grid, -(-len(grid) // 64))])
+            EXTRA["amg_points_through_default_iou_filter"] = {"points": len(best), "passing": int((best > 0.88).sum()),
+                                                              "best_predicted_iou": float(best.max())}
             print(f"points whose best predicted IoU passes the default pred_iou_thresh 0.88: {(best > 0.88).sum()} of "
                   f"{len(best)} (max {best.max():.3f})")
     if "families" in sections:
@@ -290,19 +308,28 @@ def main(argv=None) -> int:
         del ref, sam  # the SAM side's memory back before the 153M-parameter OWL-ViT pair
         owlvit_rows(args.repeats)
     fresh = first_call_in_fresh_process(cache_dir)
+    EXTRA["first_call_fresh_process_warm_cache_s"] = {"set_image": fresh["encoder"], "predict": fresh["prompt"]}
     print(f"\nfirst call in a fresh process with the persistent compilation cache: encoder {fresh['encoder']:.2f} s "
           f"(this process, cold: {enc_first:.2f} s), prompt {fresh['prompt']:.2f} s")
     print_table()
     print(f"| fresh process, warm compilation cache: first set_image / first predict | {fresh['encoder']:.2f} s / "
           f"{fresh['prompt']:.2f} s | | | |")
+    write(args, argv)
     return 0
 
 
 def print_table() -> None:
     print("\n| measurement | samjax | reference | samjax / reference | samjax first call |\n|---|---|---|---|---|")
-    for what, o, r, first, note in ROWS:
-        f = f"{first:.2f} s" if first is not None else "-"
-        print(f"| {what} {note} | {o * 1e3:.1f} ms | {r * 1e3:.1f} ms | {o / r:.3f} | {f} |")
+    for r in ROWS:
+        f = f"{r['first_call_s']:.2f} s" if r["first_call_s"] is not None else "-"
+        print(f"| {r['what']} {r['note']} | {r['samjax_s'] * 1e3:.1f} ms | {r['reference_s'] * 1e3:.1f} ms | "
+              f"{r['ratio']:.3f} | {f} |")
+
+
+def write(args, argv) -> None:
+    """The rows and extra figures, with the run's metadata, to args.out (benchmarks.record)."""
+    record.write(record.out_path(args.out, "cpu"), "cpu", argv, sections=args.sections.split(","), rows=ROWS,
+                 **EXTRA)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python -m benchmarks.device                  # on a GPU / TPU host: real sizes, about 4 minutes on one H100
     python -m benchmarks.device --tiny           # any machine (CPU too): tiny shapes, checks the script runs
 
-Prints one table (and writes it as JSON with --json FILE):
+Prints one table and writes it to benchmarks/results/device.json (--out; a --tiny run writes only to an explicit
+--out), with benchmarks.record's commit, command, device and date:
 - attention: each encoder attention implementation against the float32 reference at a global block's shape;
 - encoder: ViT-B and ViT-H in bfloat16 at batch 1 and 8, per attention implementation; images/s and MFU
   (analytic FLOPs, samjax.training.metrics.encoder_flops, over the device's bf16 dense peak);
@@ -17,7 +18,6 @@ Each section is timed against --budget seconds; what does not fit is reported as
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,13 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samjax import infer, parallel
+from benchmarks import record
+from samjax import parallel
+from samjax.models import Sam, SamConfig, decode_prompts, image_cache, init_params
+from samjax.models import attention as A
 from samjax.training import config as training_config
 from samjax.training import metrics
 from samjax.training.input import to_global
 from samjax.training.state import init_state
 from samjax.training.step import compiled_step
-from samjax.models import Sam, SamConfig, attention as A, decode_prompts, image_cache, init_params
 
 ROWS: list[dict] = []
 
@@ -97,9 +99,8 @@ def bench_attention(cfgs, budget) -> None:
 def host_params(cfg: SamConfig, seed: int = 0) -> dict:
     """Random parameters made on the host's CPU, as numpy arrays (jax.device_put them before timing).
 
-    On a GPU the jitted init is one more large compile per configuration. 2026-11-27: each training-step variant
-    spent ~50 s in init and lowering with an H100 making the parameters, ~6 s with the CPU making them on an H200
-    (results/h100_2026-11-27_run3.log, results/h200_2026-11-27_run4.log)."""
+    On a GPU the jitted init is one more large compile per configuration: a ViT-B training-step variant spent ~50 s
+    in init and lowering with an H100 making its parameters, ~6 s with the CPU making them."""
     with jax.default_device(jax.devices("cpu")[0]):
         return jax.tree.map(np.asarray, init_params(cfg, jax.random.PRNGKey(seed)))
 
@@ -115,14 +116,13 @@ def encoder_call(cfg: SamConfig, batch: int):
 def decoder_call(cfg: SamConfig, prompts: int):
     """`prompts` single-point prompts on one cached embedding, decoded as Predictor.predict does (the embedding
     shared by the prompts, image_pe and the image-only first-layer projections, `image_cache`, computed once per
-    image, `decode_prompts`) -> (jitted fn, args). Rows measured before 2026-11-26 (late) broadcast the embedding to
-    every prompt first; rows before 2026-11-27 (later) made the image-only projections in every call."""
+    image, `decode_prompts`) -> (jitted fn, args)."""
     params = jax.device_put(host_params(cfg))
     g = cfg.grid_size
     emb = jnp.asarray(np.random.default_rng(0).standard_normal((1, g, g, cfg.prompt_embed_dim)), jnp.float32)
     coords = jnp.asarray(np.random.default_rng(1).uniform(0, cfg.image_size, (prompts, 1, 2)), jnp.float32)
     labels = jnp.ones((prompts, 1), jnp.int32)
-    pe = infer.dense_pe(params, config=cfg)
+    pe = jax.jit(lambda p: Sam(cfg).apply({"params": p}, method=Sam.get_dense_pe))(params)  # as the Predictor's
     cache = jax.jit(lambda p, e, pe: image_cache(p, cfg, e, pe))(params, emb, pe)
     fn = jax.jit(lambda p, e, xy, lab, pe, c: decode_prompts(p, cfg, e, xy, lab, image_pe=pe, image_cache=c))
     return fn, (params, emb, coords, labels, pe, cache)
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny shapes: checks the script on any machine")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds; later sections are skipped past it")
-    ap.add_argument("--json", default="", help="also write the rows as JSON here")
+    record.add_out_argument(ap, "device", check="--tiny")
     ap.add_argument("--sections", default="attention,encoder,train,decoder,agreement")
     args = ap.parse_args(argv)
     sections = args.sections.split(",")
@@ -326,9 +326,10 @@ def main(argv=None) -> int:
             v = f"{r['value']:.4g}" if isinstance(r["value"], float) else r["value"]
             m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else ""
             print(f"| {r['section']} | {r['what']} | {v} | {r['unit']} | {m} | {r['note']} |")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": dev.device_kind, "jax": jax.__version__, "rows": ROWS}, f, indent=1)
+        out = record.out_path(args.out, "device", check=args.tiny)
+        if out:
+            record.write(out, "device", argv, tiny=args.tiny, sections=sections, budget_s=args.budget,
+                         peak_flops_per_device=peak, rows=ROWS)
     failed = [r for r in ROWS if r["value"] == "failed"]
     return 1 if failed and args.tiny else 0
 

@@ -9,6 +9,8 @@ traces `--iters` calls with `jax.profiler`, reads the trace back (`jax.profiler.
 wall time, the time the device was busy, the kinds of op (fusion names without their number), and the ops (the
 `hlo_op` of each event: fusion names of the optimised HLO) and kernels that took longest, with their share.
 `--hlo DIR` also writes the optimised HLO text of the workload there (gzip), to read fusions by name.
+The summary goes to benchmarks/results/profile.json (--out; a --tiny run writes only to an explicit --out), with
+benchmarks.record's commit, command, device and date: the last workload profiled, as the other results files.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax
 import numpy as np
 
 from benchmarks import device as D
+from benchmarks import record
 
 
 def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: str = "bfloat16",
@@ -43,12 +46,12 @@ def workload(what: str, model: str, batch: int, impl: str, tiny: bool, dtype: st
     raise ValueError(f"--what must be encoder, decoder or train, got {what!r}")
 
 
-def summarise(trace_dir: str, iters: int, top: int) -> None:
-    """Prints the busiest ops and kernels of the trace in `trace_dir`, per call."""
+def summarise(trace_dir: str, iters: int, top: int) -> dict:
+    """Prints the busiest ops and kernels of the trace in `trace_dir`, per call; returns them (ms per call)."""
     paths = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     if not paths:
         print("no trace written (profiler unavailable?)")
-        return
+        return {}
     data = jax.profiler.ProfileData.from_file(max(paths, key=os.path.getmtime))
     planes = [p for p in data.planes if p.name.startswith("/device:")] or \
         [p for p in data.planes if p.name == "/host:CPU"]
@@ -83,12 +86,18 @@ def summarise(trace_dir: str, iters: int, top: int) -> None:
     by_kind = collections.Counter()
     for op, ns in by_op.items():  # "loop_add_fusion.5" -> "loop_add_fusion": what kind of work, all instances
         by_kind[re.sub(r"[._]\d+$", "", op)] += ns
-    for title, counter in (("kind of op", by_kind), ("op (hlo_op)", by_op), ("kernel", by_kernel)):
+    summary = {"device_busy_ms": busy / iters / 1e6, "kernel_ms_summed_over_streams": total / iters / 1e6}
+    for key, title, counter in (("kinds", "kind of op", by_kind), ("ops", "op (hlo_op)", by_op),
+                                ("kernels", "kernel", by_kernel)):
         print(f"\n| {title} | ms per call | share | calls per call |\n|---|---|---|---|")
+        summary[key] = []
         for name, ns in counter.most_common(top):
             n = count[name] if counter is by_op else ""
             print(f"| {name[:110]} | {ns / iters / 1e6:.3f} | {100 * ns / max(total, 1):.1f}% | "
                   f"{n / iters if n != '' else ''} |")
+            summary[key].append({"name": name, "ms_per_call": ns / iters / 1e6, "share": ns / max(total, 1),
+                                 **({"calls_per_call": n / iters} if n != "" else {})})
+    return summary
 
 
 def main(argv=None) -> int:
@@ -104,6 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes: checks the script on any machine")
     ap.add_argument("--hlo", default="", help="write the optimised HLO text (gzip) into this folder")
+    record.add_out_argument(ap, "profile", check="--tiny")
     args = ap.parse_args(argv)
     batch = args.batch or {"encoder": 8, "decoder": 64, "train": 1 if args.tiny else 2}[args.what]
     fn, call_args = workload(args.what, args.model, batch, args.impl, args.tiny, args.dtype, args.decoder_matmul)
@@ -111,7 +121,8 @@ def main(argv=None) -> int:
     label += "" if args.decoder_matmul == "float32" else f"_matmul_{args.decoder_matmul}"
     t0 = time.perf_counter()
     compiled = fn.lower(*call_args).compile()
-    print(f"{label}: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
+    compile_s = time.perf_counter() - t0
+    print(f"{label}: compiled in {compile_s:.1f} s", flush=True)
     if args.hlo:
         os.makedirs(args.hlo, exist_ok=True)
         with gzip.open(os.path.join(args.hlo, f"{label}.hlo.txt.gz"), "wt") as f:
@@ -127,7 +138,11 @@ def main(argv=None) -> int:
         with jax.profiler.trace(tmp):
             for _ in range(args.iters):
                 jax.block_until_ready(fn(*call_args))
-        summarise(tmp, args.iters, args.top)
+        summary = summarise(tmp, args.iters, args.top)
+    out = record.out_path(args.out, "profile", check=args.tiny)
+    if out:
+        record.write(out, "profile", argv, workload=label, batch=batch, iters=args.iters, compile_s=compile_s,
+                     wall_ms_per_call=wall * 1e3, **summary)
     return 0
 
 

@@ -1,22 +1,21 @@
 """TPU on paper: the dry runs of the training commands for the slices people rent, and the Colab chip's inference.
 
-    JAX_PLATFORMS=cpu .venv-tpu/bin/python -m benchmarks.tpu_aot [--only NAME ...] [--json FILE]   # make bench-tpu
+    JAX_PLATFORMS=cpu .venv-tpu/bin/python -m benchmarks.tpu_aot [--only NAME ...] [--out FILE]   # make bench-tpu
 
 Each row is exactly what `python -m samjax.train --experiment=E --workdir=W --aot=TOPOLOGY` (or, for inference,
 `python -m samjax.amg --aot=v5e:1x1 --model-type vit_h`) prints: what the fit rule chose, the memory per chip, the
 compile time on this host, and the loop-counting cost model's step time and MFU (samjax.aot: a roofline per
-kernel, not a measurement). Results go to benchmarks/results/tpu_aot.json with the commit and command.
+kernel, not a measurement). Results go to benchmarks/results/tpu_aot.json (--out) with benchmarks.record's commit,
+command, host and date.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks import record
 from samjax.amg import aot as amg_aot
 from samjax.models import SamConfig
 from samjax.training import aot as train_aot
@@ -25,20 +24,12 @@ from samjax.training import config as training_config
 # (row name, experiment, topology): the issue's slices: v5p-128 (64 chips) and v5e-256 (256 chips)
 TRAINING = [("sa1b_vith on v5p-128", "sa1b_vith", "v5p:4x4x4"), ("sa1b_vith on v5e-256", "sa1b_vith", "v5e:16x16"),
             ("sa1b_vitb on v5p-128", "sa1b_vitb", "v5p:4x4x4"), ("sa1b_vitb on v5e-256", "sa1b_vitb", "v5e:16x16")]
-RESULTS = Path(__file__).resolve().parent / "results" / "tpu_aot.json"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None, help="row names (substrings) to run")
-    ap.add_argument("--json", default=str(RESULTS))
+    record.add_out_argument(ap, "tpu_aot")
     args = ap.parse_args(argv)
     rows = []
     for name, experiment, topology in TRAINING:
@@ -67,11 +58,8 @@ def main(argv=None) -> int:
                   f"{100 * r['modelled_mfu']:.1f}% |")
         else:
             print(f"| {r['name']} | does not fit | | {r['compile_seconds']:.0f} s | | |")
-    out = {"commit": commit(), "command": "JAX_PLATFORMS=cpu python -m benchmarks.tpu_aot", "device": "CPU host, "
-           "libtpu ahead-of-time compilation (no TPU)", "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    record.write(record.out_path(args.out, "tpu_aot"), "tpu_aot", argv,
+                 device_name=f"no TPU: libtpu ahead-of-time compilation on {record.device()}", rows=rows)
     return 0
 
 

@@ -10,20 +10,20 @@ step; arguments after the options are overrides shared by every variant. Default
 
 Every variant starts from the same random parameters, made on the host's CPU (`benchmarks.device.host_params`;
 one set per distinct model config), and the synthetic batch of benchmarks.device. The steps are lowered one after
-another and compiled in parallel threads (a ViT-B step compiles in 84-127 s on an H200: serially that was most
-of a device run, results/h200_2026-11-27_run4.log). Then the calls alternate between the variants, so machine
+another and compiled in parallel threads (a ViT-B step compiles in 84-127 s on an H200: serially that is most of
+a device run). Then the calls alternate between the variants, so machine
 noise hits all alike. Variants whose overrides leave the compiled program unchanged are named in a warning.
 Prints, per variant: median and minimum ms per step, images/s, MFU where the device's peak
 is known, compile seconds, XLA's temporary memory, the last loss; and each median relative to the first variant
 timed. A variant whose compiled step needs more memory than the device has (arguments + outputs + temporaries, from
 XLA's memory analysis; `--memory-gib` to pretend a smaller card), or that runs out of it when called, is listed as
 skipped and the others are timed (on an H200 the ViT-B step without rematerialised rounds needs 175 GiB).
+Results: benchmarks/results/train_ab.json (--out), with benchmarks.record's commit, command, device and date.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import numpy as np
 
+from benchmarks import record
 from benchmarks.device import host_params, train_step_flops, train_step_inputs
 from samjax import parallel
 from samjax.aot import footprint as bytes_in_use
@@ -114,7 +115,7 @@ def main(argv=None) -> dict:
     p.add_argument("--variant", action="append", default=None, metavar="NAME=OVERRIDES",
                    help="a named set of overrides (repeat; default: scan vs unrolled prompt rounds)")
     p.add_argument("--steps", type=int, default=30, help="timed calls of each step (after 3 warm-up calls)")
-    p.add_argument("--json", default="", help="also write the results here")
+    record.add_out_argument(p, "train_ab")
     p.add_argument("--memory-gib", type=float, default=0.0,
                    help="skip variants whose step needs more device memory than this (default: the device's own "
                         "limit where the backend reports one; e.g. 80 to see what fits an H100 from an H200)")
@@ -182,11 +183,9 @@ def main(argv=None) -> dict:
               f"{r['loss']:.5f} |")
     for r in skipped:
         print(f"| {r['variant']} | {r['skipped']} | | | | | {r['compile_s']:.1f} | {r['temp_gib']:.2f} | |")
-    result = {"experiment": a.experiment, "device": jax.devices()[0].device_kind, "shared": shared,
-              "variants": dict(variants), "rows": rows, "skipped": skipped}
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+    result = {"experiment": a.experiment, "steps": a.steps, "shared": shared, "variants": dict(variants),
+              "rows": rows, "skipped": skipped}
+    record.write(record.out_path(a.out, "train_ab"), "train_ab", argv, **result)
     return result
 
 
