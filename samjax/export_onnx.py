@@ -272,8 +272,8 @@ def export(checkpoint: str | Path, out: str | Path, **options) -> Path:
     from samjax import infer  # noqa: PLC0415
 
     predictor = infer.load(checkpoint)
-    model = build_model(predictor.config, predictor.decoder_params, image_pe=np.asarray(predictor.image_pe),
-                        **options)
+    model = build_model(predictor.config, predictor.decoder_variables["params"],
+                        image_pe=np.asarray(predictor.image_pe), **options)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -42,7 +42,7 @@ def model_fingerprint(checkpoint: str | os.PathLike | None, predictor: Predictor
                 st = f.stat()
                 h.update(f"{f.relative_to(path.parent)}:{st.st_size}:{st.st_mtime_ns}".encode())
     else:  # parameters given in memory: hash the decoder's values (small) and the encoder's shapes
-        for leaf in _leaves(predictor.decoder_params):
+        for leaf in _leaves(predictor.decoder_variables["params"]):
             h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
         h.update(str([np.shape(x) for x in _leaves(predictor.params)]).encode())
         h.update(np.asarray(_leaves(predictor.params["image_encoder"])[0]).tobytes()[:65536])

@@ -66,7 +66,7 @@ def build_app(images: str | os.PathLike, out: str | os.PathLike, *, predictor=No
         if cached.is_file():
             onnx_model = cached.read_bytes()
         else:
-            onnx_model = build_model(predictor.config, predictor.decoder_params,
+            onnx_model = build_model(predictor.config, predictor.decoder_variables["params"],
                                      image_pe=predictor.image_pe).SerializeToString()
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(cached.name + f".tmp-{os.getpid()}")
