@@ -14,10 +14,14 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# Everything the test suite needs: the official segment-anything + CPU torch for parity tests, pytest.
+# Everything the test suite needs: the official segment-anything + CPU torch for parity tests, pytest, and the
+# official sam2 built without its CUDA extension and without its dependencies (torchvision would not load; the
+# [torch] extra has its pure-Python ones).
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[torch,dev]"
 	$(BIN)/pip install -q --no-deps segment-anything-hq==0.3 efficientsam==1.0.0 clip-anytorch==2.6.0
+	$(BIN)/pip install -q "setuptools>=68"
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	touch $@ $(VENV)/.core
 
 ## demo: the main job on its embedded default: the small SAM samjax ships (trained by `make train`) on held-out

@@ -1,5 +1,5 @@
 """samjax vs the official PyTorch SAM, side by side on this CPU: encoder, prompt-to-mask, automatic masks; and
-OWL-ViT B/32 vs transformers' torch OwlViTForObjectDetection.
+OWL-ViT B/32 vs transformers' torch OwlViTForObjectDetection; SAM 2.1 tiny vs the official sam2.
 
     make bench                      # = python -m benchmarks.cpu [--repeats 5] [--sections encoder,prompt,...]
 
@@ -24,6 +24,10 @@ and in a fresh process that finds JAX's persistent compilation cache (samjax.run
   patches): samjax's jitted OwlViT against transformers' OwlViTForObjectDetection with the same random weights
   (HF's initialisation, converted by samjax.weights.owlvit), inputs already preprocessed on both sides, and the
   largest difference of their logits.
+- sam2: SAM 2.1 tiny (sam2.1_hiera_t, random weights through samjax.weights.sam2, the official sam2 1.1.0 package
+  without its CUDA extension): the image encoder (set_image, 1024x1024), and one tracked video frame of one object
+  with a full memory (7 memories, pointers; propagate_in_video over one frame of an 8-frame 480x640 clip after a
+  first pass), with its image encoder (a frame not cached) and without (the frame's features cached).
 
 Prints a table and writes benchmarks/results/cpu.json (--out): benchmarks.record's commit, command, device and
 date, the rows (seconds per call of each side, ratio, samjax's first call) and the extra figures printed.
@@ -178,6 +182,75 @@ def owlvit_rows(repeats: int) -> None:
         f"(logits differ by {diff:.1e} at most, of |logits| up to {np.abs(ref_logits).max():.1f})")
 
 
+def sam2_rows(repeats: int) -> None:
+    """SAM 2.1 tiny vs the official sam2 package: image encoder, and a tracked video frame (see the docstring)."""
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from samjax.infer import sam2 as image_api
+    from samjax.infer import video as video_api
+    from samjax.models import sam2 as S
+    from samjax.weights import sam2 as sam2_weights
+    from tests.sam2.official_sam2 import (
+        build_official_sam2,
+        build_official_video_predictor,
+        official_image_predictor,
+        state_dict_numpy,
+    )
+
+    cfg = S.Sam2Config.from_name("sam2.1_hiera_t")
+    model = build_official_sam2("sam2.1_hiera_t", 1024, seed=0)
+    params = sam2_weights.from_torch(state_dict_numpy(model), cfg)
+    ours, ref = image_api.Sam2Predictor(cfg, params), official_image_predictor(model)
+    image = data.coffee()
+
+    def ours_set():
+        ours.set_image(image)
+        ours.get_image_embedding()  # waits for the encoder
+
+    t = time.perf_counter()
+    ours_set()
+    first = time.perf_counter() - t
+    with torch.no_grad():
+        ref.set_image(image)
+        row("sam2 tiny: encoder (set_image, 1024x1024)", *side_by_side(ours_set, lambda: ref.set_image(image),
+                                                                       repeats), first)
+
+    frames = tempfile.mkdtemp(prefix="samjax_bench_frames_")
+    yy, xx = np.mgrid[:480, :640]
+    for k in range(8):
+        f = np.stack([90 + 30 * np.sin(xx / 17.0), 100 + 30 * np.cos(yy / 13.0), 110 + 0 * xx], -1)
+        f[(xx - (150 + 20 * k)) ** 2 + (yy - 220) ** 2 < 60 ** 2] = (220, 50, 40)
+        Image.fromarray(f.astype(np.uint8)).save(os.path.join(frames, f"{k:05d}.jpg"), quality=95)
+    official = build_official_video_predictor("sam2.1_hiera_t", 1024, seed=0)
+    video = video_api.Sam2VideoPredictor(cfg, sam2_weights.from_torch(state_dict_numpy(official), cfg))
+    states = []
+    for predictor in (video, official):
+        state = predictor.init_state(frames)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[150.0, 220.0]], labels=[1])
+        for _ in predictor.propagate_in_video(state):  # the memory bank fills (and samjax compiles)
+            pass
+        states.append(state)
+
+    def one_frame(predictor, state, frame):
+        kwargs = {"progress": False} if predictor is video else {}
+        for _ in predictor.propagate_in_video(state, start_frame_idx=frame, max_frame_num_to_track=0, **kwargs):
+            pass
+
+    turn = {"ours": 0, "official": 0}
+
+    def alternate(predictor, state, key):  # frames 6 and 7 in turn: each call finds its frame's features uncached
+        turn[key] += 1
+        one_frame(predictor, state, 6 + turn[key] % 2)
+
+    with torch.inference_mode():
+        row("sam2 tiny: video frame, 1 object (encoder included)", *side_by_side(
+            lambda: alternate(video, states[0], "ours"), lambda: alternate(official, states[1], "official"), repeats))
+        row("sam2 tiny: video frame, 1 object (features cached)", *side_by_side(
+            lambda: one_frame(video, states[0], 7), lambda: one_frame(official, states[1], 7), repeats))
+
+
 def first_call_in_fresh_process(cache_dir: str) -> dict:
     """Runs this module's --first-calls in a new process sharing `cache_dir`: its compile times with a warm cache."""
     env = dict(os.environ, SAMJAX_COMPILATION_CACHE=cache_dir)
@@ -209,7 +282,7 @@ def first_calls() -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sections", default="encoder,prompt,amg,families,owlvit")
+    ap.add_argument("--sections", default="encoder,prompt,amg,families,owlvit,sam2")
     ap.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
     record.add_out_argument(ap, "cpu")
     args = ap.parse_args(argv)
@@ -221,6 +294,11 @@ def main(argv=None) -> int:
         return 0
     cache_dir = tempfile.mkdtemp(prefix="samjax_bench_cache_")
     runtime.enable_compilation_cache(cache_dir)
+    if args.sections == "sam2":  # the SAM 2 rows alone: no ViT-B to build
+        sam2_rows(args.repeats)
+        print_table()
+        write(args, argv)
+        return 0
 
     sections = args.sections.split(",")
     if not set(sections) & {"encoder", "prompt", "amg"}:  # OWL-ViT only: no SAM to build or compile
@@ -307,6 +385,8 @@ def main(argv=None) -> int:
     if "owlvit" in sections:
         del ref, sam  # the SAM side's memory back before the 153M-parameter OWL-ViT pair
         owlvit_rows(args.repeats)
+    if "sam2" in sections:
+        sam2_rows(args.repeats)
     fresh = first_call_in_fresh_process(cache_dir)
     EXTRA["first_call_fresh_process_warm_cache_s"] = {"set_image": fresh["encoder"], "predict": fresh["prompt"]}
     print(f"\nfirst call in a fresh process with the persistent compilation cache: encoder {fresh['encoder']:.2f} s "

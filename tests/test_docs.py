@@ -210,6 +210,18 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m samjax.annotate.screenshots --checkpoint workdir/tiny_synthetic/model --out docs/": (
         (BROWSER + "test_screenshots_command", D + "test_module_commands"),
         "on a tiny random checkpoint into a tmp folder"),
+    'python -m samjax.video --checkpoint sam2.1_hiera_tiny.pt --frames frames/ --points "210,350;250,220,0" '
+    "--out out/video": (
+        ("tests/sam2/test_sam2_video.py::test_command_line_writes_masks_and_gif", D + "test_module_commands"),
+        "the CLI on a tiny random SAM 2 directory and synthetic JPEG frames (no official SAM 2 weights here)"),
+    "python -m samjax.train --experiment=sam2_finetune --workdir=ft2 --config.init.path=sam2.1_hiera_tiny.pt "
+    "--config.data.train_files='/data/mine_tfrecord/*.tfrecord'": (
+        (D + "test_train_command_lines",
+         "tests/sam2/test_sam2_train.py::test_finetune_experiment_runs_and_exports_a_sam2_model"),
+        "experiment and overrides checked; the experiment trains a tiny SAM 2 on synthetic data, from a model directory"),
+    "SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0": (
+        (D + "test_make_targets", "tests/sam2/test_sam2_video.py::test_video_predictor_matches_official"),
+        "what make test's .full step runs; the SAM 2 parity tests need it (they skip without sam2)"),
 }
 
 
@@ -357,6 +369,7 @@ def test_make_targets(capsys):
                 check_module_command(args, capsys)
     assert make_recipe("$(VENV)/.core")[0] == "pip install -q -e ."
     assert make_recipe("$(VENV)/.full")[0] == 'pip install -q -e ".[torch,dev]"'
+    assert "SAM2_BUILD_CUDA=0 pip install -q --no-deps --no-build-isolation sam2==1.1.0" in make_recipe("$(VENV)/.full")
     assert 'python -m pytest -m "not slow"' in make_recipe("test-fast")[0]
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("slow:") for m in markers)

@@ -8,6 +8,9 @@
     masks, scores, names = samjax.infer.predict(image, text="a dog", checkpoint="ckpt/sam_vit_h",
                                                 detector="owlv2-base-patch16/")   # text -> boxes -> masks
 
+A SAM 2 / 2.1 checkpoint (official `sam2*_hiera_*.pt` or a converted directory) loads as a `Sam2Predictor`
+(`samjax.infer.sam2`: SAM2ImagePredictor's calls); its video predictor is `samjax.infer.video`.
+
 `samjax.infer.predictor` holds the Predictor and its jitted functions, `samjax.infer.validate` the input checks,
 `samjax.infer.detect` the OWL-ViT / OWLv2 detector (needs the `text` extra), `samjax.infer.ground` text prompts
 (`GroundedPredictor`: detector boxes -> SAM masks).
@@ -25,14 +28,30 @@ import numpy as np
 from samjax.infer.families import FAMILIES, SamFamily, family_for
 from samjax.infer.ground import Grounded, GroundedPredictor
 from samjax.infer.predictor import Predictor, bucket
+from samjax.infer.sam2 import Sam2Predictor
+from samjax.infer.sam2 import with_postprocessing as sam2_postprocessing
 from samjax.infer.validate import ImageNotSetError
+from samjax.models.sam2 import Sam2Config
 from samjax.parallel import data_mesh
 from samjax.weights import default as default_model
 from samjax.weights import detect, store
 from samjax.weights.pth import load_torch_checkpoint
 
-__all__ = ["Predictor", "ImageNotSetError", "Grounded", "GroundedPredictor", "load", "load_detector", "predict",
-           "data_mesh", "bucket", "family_for", "SamFamily", "FAMILIES"]
+__all__ = [
+    "FAMILIES",
+    "Grounded",
+    "GroundedPredictor",
+    "ImageNotSetError",
+    "Predictor",
+    "Sam2Predictor",
+    "SamFamily",
+    "bucket",
+    "data_mesh",
+    "family_for",
+    "load",
+    "load_detector",
+    "predict",
+]
 
 
 def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dtype: str | None = None,
@@ -41,7 +60,10 @@ def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dt
     family (SAM, HQ-SAM, MobileSAM, EfficientViT-SAM; converted in memory; `model` 'auto' detects the family and
     preset, or names a preset). With no checkpoint (or "tiny"): the small model samjax ships
     (samjax.weights.default: trained from scratch on synthetic shapes, not for photos). `mesh`: see Predictor.
-    dtype / decoder_matmul_dtype: override the compute options of the model's SamConfig (None: the checkpoint's)."""
+    dtype / decoder_matmul_dtype: override the compute options of the model's SamConfig (None: the checkpoint's).
+    SAM 2 / 2.1 (an official .pt or a converted directory) gives a `Sam2Predictor` with SAM2ImagePredictor's calls
+    and build_sam2's default post-processing (its image path resizes in float on device and selects masks by the
+    object score, so it is its own predictor rather than a `families` adapter)."""
     if checkpoint is None or str(checkpoint) == default_model.NAME:
         checkpoint = default_model.path()
     path = Path(checkpoint)
@@ -50,13 +72,19 @@ def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dt
         config, tree = detect.convert(load_torch_checkpoint(path), model)
     else:
         config, tree = store.load_model(path)
+    if isinstance(config, Sam2Config):
+        if decoder_matmul_dtype:
+            raise ValueError("decoder_matmul_dtype is a SAM option; SAM 2 models take dtype only")
+        return Sam2Predictor(sam2_postprocessing(config.replace(dtype=dtype) if dtype else config), tree, mesh=mesh)
     return Predictor(store.override(config, **overrides), tree, mesh=mesh)
 
 
 def load_detector(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None):
     """An OwlDetector (samjax.infer.detect) from a Hugging Face OWL-ViT / OWLv2 directory (needs the `text`
     extra: pip install 'samjax[text]')."""
-    from samjax.infer.detect import OwlDetector  # the tokenizer's packages are an optional extra
+    from samjax.infer.detect import (
+        OwlDetector,  # the tokenizer's packages are an optional extra
+    )
 
     return OwlDetector.load(path, mesh=mesh)
 

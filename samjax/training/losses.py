@@ -65,3 +65,10 @@ def sam_loss(logits: jax.Array, iou_pred: jax.Array, target: jax.Array, focal_we
     mask = focal_weight * focal + dice_weight * dice
     return {"loss": mask + iou_weight * iou_mse, "mask": mask, "focal": focal, "dice": dice, "iou_mse": iou_mse,
             "iou": iou}
+
+
+def object_score_loss(score_logits: jax.Array, present: jax.Array) -> jax.Array:
+    """SAM 2's object-score loss (loss_class: a sigmoid focal loss with gamma 0 and no alpha, i.e. binary cross
+    entropy) against "the object is present". score_logits (P, 1), present (P,) float 0/1 -> (P,)."""
+    x = score_logits.astype(f32)[:, 0]
+    return jnp.maximum(x, 0) - x * present + jnp.log1p(jnp.exp(-jnp.abs(x)))

@@ -15,6 +15,12 @@
                mean squared error between the two (B, g, g, C) embeddings. TinyViT's BatchNorm runs in training mode;
                its running statistics are the step's `model_state`. The exported MobileSAM takes the teacher's prompt
                encoder and mask decoder, as MobileSAM does.
+    "sam2"     SAM 2 / 2.1 fine-tuned on images (a Sam2Config model; experiments/sam2_finetune.py): Hiera + FPN once
+               per image (drop path on), SAM's prompt rounds through SAM 2's decoder (high-res skips, every output in
+               round 0, the single-mask output after), SAM 2's loss: the config's focal / dice / IoU weights, and the
+               object-score head's binary cross-entropy against "the target is not empty", the mask and IoU terms
+               kept only where it is not (samjax.training.prompts.simulate). The memory modules are not on the
+               image path and stay frozen (`IMAGE_PATH`). Video training is not here.
     "text_prompt"  the SAM paper's text prompt (section 7.5, appendix D.5; samjax.training.text_prompt,
                experiments/text_prompt.py): a SamConfig model with text_embed_dim > 0, every SAM parameter trained
                with SAM's loss and prompt rounds, the first prompt of each mask the CLIP image embedding of its crop
@@ -40,6 +46,8 @@ import optax
 
 from samjax import transforms as T
 from samjax.models import (
+    IGNORE,
+    NOT_A_POINT,
     Sam,
     SamConfig,
     abstract_params,
@@ -52,13 +60,20 @@ from samjax.models import (
 from samjax.models.clip import init_params as clip_init_params
 from samjax.models.hq_sam import HQSam, HQSamConfig
 from samjax.models.mobile_sam import MobileSam, MobileSamConfig
+from samjax.models.sam2 import Sam2, Sam2Config
+from samjax.models.sam2 import abstract_params as sam2_abstract_params
+from samjax.models.sam2 import forward_image as sam2_forward_image
+from samjax.models.sam2 import image_embeddings as sam2_image_embeddings
+from samjax.models.sam2 import init_params as sam2_init_params
+from samjax.models.sam2 import param_logical_axes as sam2_logical_axes
 from samjax.training import prompts, text_prompt
 from samjax.training.init import initial_params
 from samjax.weights import clip as clip_weights
+from samjax.weights import sam2 as sam2_weights
 from samjax.weights import store
 
 f32 = jnp.float32
-KINDS = ("sam", "hq_sam", "distill", "text_prompt")
+KINDS = ("sam", "hq_sam", "distill", "sam2", "text_prompt")
 
 
 def point_sample(x: jax.Array, coords: jax.Array) -> jax.Array:
@@ -281,6 +296,98 @@ class DistillObjective(Objective):
 
 
 @dataclasses.dataclass(frozen=True)
+class Sam2Objective(Objective):
+    """params = SAM 2's tree (samjax.models.sam2); the modules off the image path are frozen."""
+
+    KIND: ClassVar[str] = "sam2"
+    # What an image's prompts read: Hiera + FPN, no_mem_embed (added to the image embedding), the SAM heads.
+    IMAGE_PATH: ClassVar[tuple[str, ...]] = ("image_encoder", "no_mem_embed", "sam_prompt_encoder",
+                                             "sam_mask_decoder")
+
+    def abstract_params(self, model: Sam2Config):
+        if not isinstance(model, Sam2Config):
+            raise TypeError(f"the sam2 objective trains a Sam2Config model (config.model with \"family\": \"sam2\"), "
+                            f"got {type(model).__name__}")
+        return sam2_abstract_params(model)
+
+    def logical_axes(self, model: Sam2Config):
+        return sam2_logical_axes(model)
+
+    def trainable(self, params):
+        return {k: jax.tree.map(lambda _, k=k: k in self.IMAGE_PATH, v) for k, v in params.items()}
+
+    def encoder_depth(self, model: Sam2Config) -> int:
+        return model.depth
+
+    def data_config(self, model: Sam2Config) -> SamConfig:
+        return model.sam_config  # image_size and 4g low-res masks, as SAM's
+
+    def initial(self, cfg, model: Sam2Config):
+        """From config.init.path (an official SAM 2 / 2.1 .pt or a samjax SAM 2 directory) or, without one, seeded."""
+        path = cfg.init.path
+        if not path:
+            return jax.tree.map(np.asarray, sam2_init_params(model, jax.random.PRNGKey(cfg.seed))), None
+        if str(path).endswith((".pt", ".pth")):
+            return jax.tree.map(np.asarray, sam2_weights.load_checkpoint(path, model)[0]), None
+        loaded, params = store.load_model(path)
+        want = jax.tree.map(lambda x: tuple(x.shape), sam2_abstract_params(model))
+        if not isinstance(loaded, Sam2Config) or jax.tree.map(np.shape, params) != want:
+            raise ValueError(f"config.init.path ({path}) does not hold the parameters of config.model (a SAM 2 of "
+                             f"these fields); it holds a {store.family_name(loaded)} model")
+        return jax.tree.map(np.asarray, params), None
+
+    def export(self, model: Sam2Config, params, model_state):
+        return model.replace(drop_path_rate=0.0, remat=False, dtype="float32"), params
+
+    def loss(self, sc, batch_sh):
+        cfg = sc.model
+        module = Sam2(cfg)
+        loss_kwargs = sc.loss.to_dict()
+        freeze = sc.optim.freeze_image_encoder
+
+        def loss_fn(params, model_state, batch, rng):
+            k_drop, k_prompt = jax.random.split(rng)
+            x = T.normalize(batch["image"], batch["input_hw"], cfg.pixel_mean, cfg.pixel_std)
+            backbone = sam2_forward_image(params, cfg, x, train=True, rngs={"dropout": k_drop})
+            emb, high_res = sam2_image_embeddings(params, cfg, backbone)  # (B, g, g, C), [(B, 4g, 4g, .), ...]
+            if freeze:
+                emb, high_res = jax.lax.stop_gradient((emb, high_res))
+            b, m = batch["masks"].shape[:2]
+            flat = lambda a: jax.lax.with_sharding_constraint(a.reshape(b * m, *a.shape[2:]), batch_sh)
+            per_image = lambda a: a.reshape(b, m, *a.shape[1:])
+
+            def decode(e, hr, coords, labels, prev):
+                """One image's features (batch 1) for its M prompts -> every output (M, K, 4g, 4g), (M, K),
+                object score logits (M, 1). SAM 2's prompt encoder always appends one not-a-point token: the
+                simulation's pad after a lone point becomes IGNORE and one pad goes last (SAM2ImagePredictor's
+                token set)."""
+                labels = jnp.where(labels == NOT_A_POINT, IGNORE, labels)
+                coords = jnp.concatenate([coords, jnp.zeros((coords.shape[0], 1, 2), coords.dtype)], axis=1)
+                labels = jnp.concatenate([labels, jnp.full((labels.shape[0], 1), NOT_A_POINT, labels.dtype)], axis=1)
+                logits, iou, _, score = module.apply({"params": params}, e[None], coords, labels, prev,
+                                                     [h[None] for h in hr] or None, method=Sam2.decode_all)
+                return logits, iou, score
+
+            # Each image's features serve its M prompts as batch 1 (never copied per prompt): vmap over the images.
+            def decode_first(coords, labels):
+                out = jax.vmap(lambda e, hr, c, lab: decode(e, hr, c, lab, None))(
+                    emb, high_res, per_image(coords), per_image(labels))
+                return jax.tree.map(flat, out)
+
+            def decode_next(coords, labels, prev):  # rounds 1..: the single-mask output
+                logits, iou, score = jax.vmap(decode)(emb, high_res, per_image(coords), per_image(labels),
+                                                      per_image(prev))
+                return flat(logits[:, :, :1]), flat(iou[:, :, :1]), flat(score)
+
+            loss, metrics = prompts.simulate(decode_first, decode_next, flat(batch["masks"]), flat(batch["boxes"]),
+                                             flat(batch["mask_valid"]), k_prompt, cfg.image_size, sc.prompts,
+                                             loss_kwargs)
+            return loss, (metrics, model_state)
+
+        return loss_fn
+
+
+@dataclasses.dataclass(frozen=True)
 class TextPromptObjective(Objective):
     """params = SAM's modules (text layers included) + {"clip": CLIP's image tower and projection, frozen}: SAM's
     paths stay where the optimizer's layer decay and frozen Fourier matrix look for them."""
@@ -331,7 +438,7 @@ class TextPromptObjective(Objective):
         return text_prompt.make_loss(sc, batch_sh)
 
 
-OBJECTIVES = {"sam": Objective(), "hq_sam": HQObjective(), "distill": DistillObjective(),
+OBJECTIVES = {"sam": Objective(), "hq_sam": HQObjective(), "distill": DistillObjective(), "sam2": Sam2Objective(),
               "text_prompt": TextPromptObjective()}
 
 

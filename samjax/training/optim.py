@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import optax
 
 FOURIER = ("prompt_encoder", "pe_layer", "positional_encoding_gaussian_matrix")
-NO_DECAY_NAMES = ("pos_embed", "rel_pos_h", "rel_pos_w")
+FOURIER_SAM2 = ("sam_prompt_encoder",) + FOURIER[1:]  # SAM 2 names its prompt encoder sam_prompt_encoder
+NO_DECAY_NAMES = ("pos_embed", "rel_pos_h", "rel_pos_w", "pos_embed_window")
 
 
 def _names(path) -> tuple[str, ...]:
@@ -51,7 +52,9 @@ def schedule(lr: float, warmup_steps: int, decay_steps=(), decay_factor: float =
 def layer_id(names: tuple[str, ...], depth: int) -> int:
     """Layer index of a parameter for layer-wise lr decay (see module docstring)."""
     if names[0] == "image_encoder":
-        if names[1] in ("patch_embed", "pos_embed"):
+        if names[1] == "trunk":  # SAM 2: Hiera's blocks and embeddings sit in image_encoder/trunk
+            names = names[1:]
+        if names[1] in ("patch_embed", "pos_embed", "pos_embed_window"):
             return 0
         m = re.fullmatch(r"blocks_(\d+)", names[1])
         if m:
@@ -63,7 +66,7 @@ def lr_multipliers(params: Any, depth: int, layer_decay: float, freeze_image_enc
     """Tree like params of float multipliers (python floats)."""
     def mult(path, _):
         names = _names(path)
-        if names == FOURIER or (freeze_image_encoder and names[0] == "image_encoder"):
+        if names in (FOURIER, FOURIER_SAM2) or (freeze_image_encoder and names[0] == "image_encoder"):
             return 0.0
         return float(layer_decay ** (depth + 1 - layer_id(names, depth)))
 
@@ -74,7 +77,7 @@ def decay_mask(params: Any) -> Any:
     """Tree like params of bools: True where weight decay applies."""
     def use(path, p):
         names = _names(path)
-        return not (p.ndim <= 1 or names[-1] in NO_DECAY_NAMES or names == FOURIER)
+        return not (p.ndim <= 1 or names[-1] in NO_DECAY_NAMES or names in (FOURIER, FOURIER_SAM2))
 
     return jax.tree_util.tree_map_with_path(use, params)
 

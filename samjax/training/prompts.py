@@ -160,8 +160,8 @@ def round_schedule(rng: jax.Array, cfg: PromptConfig) -> jax.Array:
     return add
 
 
-FirstDecodeFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-NextDecodeFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+FirstDecodeFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]
+NextDecodeFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, ...]]
 
 
 def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.Array, boxes: jax.Array,
@@ -174,6 +174,9 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
     decode_next(coords, labels, mask_prompt (P, m, m)) -> the single-mask output only: logits (P, 1, m, m),
         iou_pred (P, 1). Rounds 1..: unambiguous, so only output 0 is used (loss, next mask prompt and click).
         The image embeddings are closed over (computed once per image by the caller).
+    Models with an object-score head (SAM 2) return its logits (P, 1) third from both: each round then adds
+    loss_kwargs["object_score_weight"] (default 1) x its binary cross-entropy against "the target is not empty", and
+    keeps the mask and IoU losses only where it is not (SAM 2's MultiStepMultiMasksAndIous).
     masks (P, m, m) bool targets, boxes (P, 4) XYXY, valid (P,) bool (padding slots carry no loss).
     Loss: mean over rounds of the mean over valid masks. Metrics: loss parts, "miou_first" / "miou_last" (IoU of
     the highest-predicted-IoU mask of round 0 / the last round), "num_masks".
@@ -189,6 +192,14 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
         raise ValueError(f"loss.choose_by must be 'total' or 'mask', got {choose_by!r}")
     choose_by = "loss" if choose_by == "total" else "mask"
     iou_weight = loss_kwargs.get("iou_weight", 1.0)
+    object_score_weight = loss_kwargs.pop("object_score_weight", 1.0)
+    present = masks.reshape(masks.shape[0], -1).any(-1).astype(f32)  # (P,): the object is in the target
+
+    def with_object_score(per_mask, scores):
+        """per_mask (P,) plus the object-score loss of decode's optional third output (`scores`: [] or [(P, 1)])."""
+        if not scores:
+            return per_mask
+        return present * per_mask + object_score_weight * losses.object_score_loss(scores[0], present)
     k_init, k_sched, k_rounds = jax.random.split(rng, 3)
     coords, labels, is_point = initial_prompts(k_init, masks, boxes, image_size, cfg) if first is None else first
     add_click = round_schedule(k_sched, cfg)
@@ -207,7 +218,7 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
         return jnp.where(at[..., None], c_xy[:, None, :], coords), jnp.where(at, c_lab[:, None], labels)
 
     def first_round(coords, labels):
-        logits, iou_pred = decode_first(coords, labels)
+        logits, iou_pred, *scores = decode_first(coords, labels)
         parts = losses.sam_loss(logits, iou_pred, masks, **loss_kwargs)
         # a single point is ambiguous: the lowest-loss multimask output is backpropagated and the IoU head is
         # trained on all of them; a box trains the single-mask output
@@ -215,7 +226,7 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
         chosen = jnp.where(is_point, best, 0)
         pick = lambda a: jnp.take_along_axis(a, chosen[:, None], 1)[:, 0]  # noqa: E731
         iou_mse = jnp.where(is_point, parts["iou_mse"][:, 1:].mean(-1), parts["iou_mse"][:, 0])
-        per_mask = pick(parts["mask"]) + iou_weight * iou_mse
+        per_mask = with_object_score(pick(parts["mask"]) + iou_weight * iou_mse, scores)
         # mask prompt and next click: the highest-predicted-IoU mask among the outputs this round uses
         sel = jnp.where(is_point, 1 + jnp.argmax(iou_pred[:, 1:], -1), 0)
         sel_logits = jax.lax.stop_gradient(jnp.take_along_axis(logits, sel[:, None, None, None], 1)[:, 0]).astype(f32)
@@ -228,11 +239,12 @@ def simulate(decode_first: FirstDecodeFn, decode_next: NextDecodeFn, masks: jax.
     def later_round(carry, xs):
         coords, labels, prev = carry
         r, key = xs
-        logits, iou_pred = decode_next(coords, labels, prev)
+        logits, iou_pred, *scores = decode_next(coords, labels, prev)
         parts = {k: v[:, 0] for k, v in losses.sam_loss(logits, iou_pred, masks, **loss_kwargs).items()}
         sel_logits = jax.lax.stop_gradient(logits[:, 0]).astype(f32)
         coords, labels = next_prompt(r, coords, labels, sel_logits, key)
-        out = {"loss": mean(parts["mask"] + iou_weight * parts["iou_mse"]), "focal": mean(parts["focal"]),
+        out = {"loss": mean(with_object_score(parts["mask"] + iou_weight * parts["iou_mse"], scores)),
+               "focal": mean(parts["focal"]),
                "dice": mean(parts["dice"]), "iou_mse": mean(parts["iou_mse"]), "miou": mean(parts["iou"])}
         return (coords, labels, sel_logits), out
 

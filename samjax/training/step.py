@@ -42,7 +42,8 @@ from samjax.training.input import TRAIN_KEYS, batch_spec
 class StepConfig:
     """What shapes the compiled train step (hashable): the model, the prompt simulation, the loss, the optimizer,
     the batch (images x masks), gradient accumulation, the logical-axis rules, and the objective (`kind`: "sam",
-    the paper's recipe below; "hq_sam", "distill": samjax.training.objectives, with their options in `objective`)."""
+    the paper's recipe below; "hq_sam", "distill", "sam2", "text_prompt": samjax.training.objectives, with their
+    options in `objective`)."""
 
     model: SamConfig
     prompts: prompts.PromptConfig

@@ -17,6 +17,8 @@ keys of `SAM2Base.state_dict()`. Module names follow that state_dict, so the map
 
 The checkpoints do not record the image size (nothing in them depends on it): a detected config has the official
 1024; `Sam2Config.from_name(name, image_size=...)` gives another.
+
+Converted model directories are samjax.weights.store's (`store.save_model(DIR, params, config)`; family "sam2").
 """
 
 from __future__ import annotations
@@ -139,11 +141,18 @@ def to_torch(params: Mapping, config: Sam2Config) -> dict[str, np.ndarray]:
 def load_checkpoint(path: str | Path, config: Sam2Config | None = None) -> tuple[dict, Sam2Config]:
     """Read an official SAM 2 / 2.1 `.pt` -> (params, config); the config is detected from the keys and shapes
     unless given (pass one for another image size or dtype)."""
-    sd = load_torch_checkpoint(path)
+    return from_state_dict(load_torch_checkpoint(path), config, str(path))
+
+
+def from_state_dict(state_dict: Mapping[str, Any], config: Sam2Config | None = None,
+                    name: str = "checkpoint") -> tuple[dict, Sam2Config]:
+    """An official state dict (or the file's {"model": ...}) -> (params, config), the config detected unless given."""
+    sd = unwrap(state_dict)
     if config is None:
-        name = detect_model(sd)
-        if name is None:
+        preset = detect_model(sd)
+        if preset is None:
             check_state_dict(sd, Sam2Config.from_name("sam2.1_hiera_t"))  # raises with the list of differences
-            raise CheckpointMismatchError(f"{path}: no SAM 2 preset matches")  # pragma: no cover - check raised
-        config = Sam2Config.from_name(name)
+            raise CheckpointMismatchError(f"{name}: no SAM 2 preset matches")  # pragma: no cover - check raised
+        config = Sam2Config.from_name(preset)
     return from_torch(sd, config), config
+

@@ -90,3 +90,58 @@ def randomize_(model, seed: int) -> None:
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def import_image_predictor():
+    """sam2's SAM2ImagePredictor. Its SAM2Transforms imports torchvision.transforms (Resize, Normalize, ToTensor);
+    where the real torchvision cannot load, the labelled stand-in in tests/standins/ is put on sys.path first."""
+    from tests.official import import_official
+
+    import_official()  # torchvision, or the stand-in
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    return SAM2ImagePredictor
+
+
+def official_image_predictor(model):
+    """SAM2ImagePredictor(model) whose feature sizes follow the model's image size (officially fixed to 1024's
+    (256, 128, 64)), and which records the object score logits its mask decoder computes (`predict` drops them)."""
+    predictor = import_image_predictor()(model)
+    g = model.image_size // 16
+    predictor._bb_feat_sizes = [(4 * g, 4 * g), (2 * g, 2 * g), (g, g)]
+    decoder = model.sam_mask_decoder
+    forward = type(decoder).forward
+    predictor.object_scores = []
+
+    def recording(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        predictor.object_scores.append(out[3].detach().numpy())
+        return out
+
+    decoder.forward = recording.__get__(decoder)
+    return predictor
+
+
+def build_official_video_predictor(name: str, image_size: int, seed: int = 0, **overrides):
+    """SAM2VideoPredictor from the official yaml `name` at `image_size` (apply_postprocessing=False: no dynamic
+    multimask, no binarised click masks, no hole filling, which needs the CUDA extension), every weight random."""
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(seed)
+    extra = [f"++model.image_size={image_size}"] + [f"++model.{k}={v}" for k, v in overrides.items()]
+    model = build_sam2_video_predictor(SAM2_CONFIG_FILES[name], None, device="cpu", apply_postprocessing=False,
+                                       hydra_overrides_extra=extra)
+    randomize_(model, seed)
+    # The predictor stores memories in bfloat16 and concatenates them with the float32 object pointers, which
+    # torch.cat promotes to float32. When an object has no pointer yet (tracked before its prompted frame, or in
+    # reverse from the last frame), the memory stays bfloat16 and, without CUDA autocast, the float32 layers of
+    # memory attention raise. Cast it as the promotion would: bfloat16-rounded memories, float32 compute.
+    attention = model.memory_attention
+    forward = type(attention).forward
+
+    def float32_memory(self, curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        return forward(self, curr, memory.float(), curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    attention.forward = float32_memory.__get__(attention)
+    return model.eval()

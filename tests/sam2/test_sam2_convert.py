@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights.keys import CheckpointMismatchError
 from samjax.models import sam2 as S
 from samjax.weights import sam2 as W
+from samjax.weights.keys import CheckpointMismatchError
 from tests.sam2.tiny import TINY, stand_in_params
 
 

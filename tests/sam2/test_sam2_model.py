@@ -13,7 +13,6 @@ from samjax import parallel as sharding
 from samjax.models import sam2 as S
 from tests.sam2.tiny import TINY, stand_in_params
 
-
 # ------------------------------------------------------------------------------------------ config ---
 
 def test_presets_match_the_official_yaml_sizes():
@@ -157,3 +156,18 @@ def test_gradient_flows_through_two_frames_of_memory():
                  "sam_mask_decoder"):
         assert norm(grads[name]) > 0, name
     assert norm(grads["image_encoder"]) == 0  # not used: the backbone features were given
+
+
+def test_attention_in_query_blocks_equals_plain(monkeypatch):
+    """Large attentions (memory attention at 1024) run their queries in blocks: the same outputs, masked keys
+    included."""
+    from samjax.models.sam2 import memory_attention as MA
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in ((2, 32, 2, 8), (2, 40, 2, 8), (2, 40, 2, 8)))
+    mask = jnp.asarray(rng.random((2, 40)) > 0.3)
+    plain = MA.attend(q, k, v, mask)
+    monkeypatch.setattr(MA, "BLOCK_ABOVE", 0)
+    monkeypatch.setattr(MA, "QUERY_BLOCK", 8)
+    np.testing.assert_allclose(MA.attend(q, k, v, mask), plain, atol=1e-6)
+

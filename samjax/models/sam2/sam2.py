@@ -105,14 +105,15 @@ class Sam2(nn.Module):
         return self.sam_prompt_encoder.get_dense_pe()
 
     def decode_all(self, backbone_features: jax.Array, coords: jax.Array, labels: jax.Array,
-                   mask_prompt: jax.Array | None = None, high_res_features=None):
+                   mask_prompt: jax.Array | None = None, high_res_features=None, mask_valid: jax.Array | None = None):
         """Prompt encoder + MaskDecoder.predict_masks: every output, before selection.
 
         backbone_features (B|1, g, g, C); coords (B, N, 2) (x, y) in the S x S input frame; labels (B, N) (1 fg,
         0 bg, 2/3 box corners, -1 not-a-point, -2 IGNORE padding; see samjax.models.prompt_encoder); mask_prompt
-        (B, 4g, 4g) low-res logits or None. -> masks (B, M, 4g, 4g), iou (B, M), mask tokens (B, M, C), object
-        score logits (B, 1)."""
-        sparse, dense_emb = self.sam_prompt_encoder(coords, labels, mask_prompt)
+        (B, 4g, 4g) low-res logits or None; mask_valid (B,) bool or None: per row, the mask prompt (True) or none
+        (False, the no-mask embedding), so one compiled call serves prompts with and without a mask.
+        -> masks (B, M, 4g, 4g), iou (B, M), mask tokens (B, M, C), object score logits (B, 1)."""
+        sparse, dense_emb = self.sam_prompt_encoder(coords, labels, mask_prompt, mask_valid)
         if mask_prompt is None:
             dense_emb = dense_emb[:1]  # the same no-mask embedding for every prompt
         return self.sam_mask_decoder.predict_masks(backbone_features, self.dense_pe(), sparse, dense_emb,
@@ -315,7 +316,8 @@ def _mask_prompt(config: Sam2Config, mask_inputs: jax.Array | None):
 def forward_sam_heads(params: dict, config: Sam2Config, backbone_features: jax.Array,
                       high_res_features: list[jax.Array] | None = None, coords: jax.Array | None = None,
                       labels: jax.Array | None = None, mask_inputs: jax.Array | None = None,
-                      multimask_output: bool | jax.Array = False, train: bool = False) -> dict:
+                      multimask_output: bool | jax.Array = False, train: bool = False,
+                      mask_valid: jax.Array | None = None) -> dict:
     """SAM2Base._forward_sam_heads.
 
     backbone_features (B, g, g, C); high_res_features [(B|1, 4g, 4g, C/8), (B|1, 2g, 2g, C/4)] or None; coords
@@ -324,14 +326,15 @@ def forward_sam_heads(params: dict, config: Sam2Config, backbone_features: jax.A
     "low_res_masks" (B, 1, 4g, 4g), "high_res_masks" (B, 1, S, S), "obj_ptr" (B, C), "object_score_logits" (B, 1)},
     M = 3 with multimask_output else 1. multimask_output may be a traced bool (one compiled step for frames that
     do and do not use multimask): the best-mask outputs are then selected on device and the three *multimasks /
-    ious entries are left out (their shapes would depend on it).
+    ious entries are left out (their shapes would depend on it). mask_valid (B,) bool: which rows' mask_inputs are
+    given (the others get the no-mask embedding, as with mask_inputs None).
     """
     b = backbone_features.shape[0]
     if coords is None:
         coords, labels = jnp.zeros((b, 1, 2), f32), -jnp.ones((b, 1), jnp.int32)
     coords, labels = _prompt_tokens(coords, labels, b, pad=True)
     outs = _apply(params, config, Sam2.decode_all, backbone_features, coords, labels,
-                  _mask_prompt(config, mask_inputs), high_res_features or None)
+                  _mask_prompt(config, mask_inputs), high_res_features or None, mask_valid)
     if isinstance(multimask_output, bool):
         return _heads_output(params, config, outs, multimask_output, train)
     multi, single = (_heads_output(params, config, outs, m, train) for m in (True, False))
@@ -451,13 +454,15 @@ def use_multimask(config: Sam2Config, is_init_cond_frame: bool | jax.Array, num_
 def track_step(params: dict, config: Sam2Config, backbone: dict, memory: MemoryBank | None,
                is_init_cond_frame: bool | jax.Array, coords: jax.Array | None = None, labels: jax.Array | None = None,
                mask_inputs: jax.Array | None = None, prev_sam_mask_logits: jax.Array | None = None,
-               run_mem_encoder: bool = True, train: bool = False, rngs: dict | None = None) -> dict:
+               run_mem_encoder: bool = True, train: bool = False, rngs: dict | None = None,
+               prev_valid: jax.Array | None = None) -> dict:
     """SAM2Base.track_step for B objects on one frame.
 
     backbone: `forward_image`'s dict for this frame (batch B or 1; broadcast to the objects); memory: the bank
     (`memory_bank`) for non-initial frames; coords / labels (B, P, 2) / (B, P) point prompts in the S x S frame or
     None; mask_inputs (B, 1, S, S) a mask prompt (then, with use_mask_input_as_output_without_sam, the mask is the
-    output); prev_sam_mask_logits (B, 1, 4g, 4g) previous low-res logits fed with new points.
+    output); prev_sam_mask_logits (B, 1, 4g, 4g) previous low-res logits fed with new points, prev_valid (B,) bool
+    which rows have them (None: all).
     Returns {"pred_masks" (B, 1, 4g, 4g), "pred_masks_high_res" (B, 1, S, S), "obj_ptr" (B, C),
     "object_score_logits" (B, 1), "maskmem_features" (B, g, g, mem_dim) or None}.
     The static arguments (which prompts are given, run_mem_encoder) pick the compiled variant; is_init_cond_frame
@@ -479,7 +484,8 @@ def track_step(params: dict, config: Sam2Config, backbone: dict, memory: MemoryB
                 raise ValueError("prev_sam_mask_logits go with point prompts and without mask_inputs")
             mask_inputs = prev_sam_mask_logits
         multimask = use_multimask(config, is_init_cond_frame, 0 if coords is None else coords.shape[1])
-        out = forward_sam_heads(params, config, pix_mem, high_res, coords, labels, mask_inputs, multimask, train)
+        out = forward_sam_heads(params, config, pix_mem, high_res, coords, labels, mask_inputs, multimask, train,
+                                mask_valid=prev_valid if prev_sam_mask_logits is not None else None)
     result: dict[str, Any] = {"pred_masks": out["low_res_masks"], "pred_masks_high_res": out["high_res_masks"],
                               "obj_ptr": out["obj_ptr"], "object_score_logits": out["object_score_logits"],
                               "maskmem_features": None}
