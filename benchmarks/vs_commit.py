@@ -14,8 +14,8 @@ falls on both alike, and prints each pair's ratio and the median ratio.
 encoder one global block of width 256: the step's time is then the prompt simulation's (the 11 rounds of prompt
 encoder + mask decoder for every mask), which is what the training-step issue's CPU target measures. `--encoder
 real` is the experiment's ViT as configured. Prompt rounds are rematerialised in both trees (without it the base
-step at 64 masks needs ~85 GiB per image). Results go to --json (default benchmarks/results/vs_commit.json) with
-both commits, the command and the device.
+step at 64 masks needs ~85 GiB per image). Results go to benchmarks/results/vs_commit.json (--out), with
+benchmarks.record's commit, command, device and date, and the base commit.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    from benchmarks import record
+except ImportError:  # a worker in a base tree older than benchmarks/record.py (workers never use it)
+    record = None
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP_ENCODER = {"encoder_depth": 1, "encoder_embed_dim": 256, "encoder_num_heads": 4,
@@ -45,8 +50,9 @@ def worker(args) -> None:
         from samjax.parallel import make_mesh
         from samjax.training import config as experiments
     except ImportError:  # the layout before samjax.training (e.g. 4d3f357)
-        from samjax import experiment as experiments
         from samjax.train_state import make_mesh
+
+        from samjax import experiment as experiments
 
     cfg = experiments.load_experiment(args.experiment)
     cfg.data.batch_size = args.images
@@ -64,7 +70,9 @@ def worker(args) -> None:
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
-    print(json.dumps({"ready": True, "lower_s": lower_s, "compile_s": compile_s}), flush=True)
+    dev = jax.devices()[0]
+    print(json.dumps({"ready": True, "lower_s": lower_s, "compile_s": compile_s,
+                      "device": dev.device_kind if dev.platform != "cpu" else None}), flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
@@ -109,25 +117,18 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def unpack(commit: str, into: Path) -> str:
-    """The tree of `commit` written into `into` (git archive); -> its full hash."""
-    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
+def resolve(revision: str) -> str:
+    """The full hash of the commit `revision` names in this repository; ValueError if it names none."""
+    try:
+        return git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise ValueError(f"--base {revision!r} names no commit of this repository ({ROOT})") from None
+
+
+def unpack(full: str, into: Path) -> None:
+    """The tree of commit `full` written into `into` (git archive)."""
     archive = subprocess.run(["git", "archive", full], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return full
-
-
-def metadata() -> dict:
-    """Where and how this ran: commit (+dirty), command, device, date."""
-    import platform
-
-    import jax
-
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"commit": git("rev-parse", "HEAD") + ("+dirty" if dirty else ""),
-            "command": " ".join(["python -m benchmarks.vs_commit", *sys.argv[1:]]),
-            "device": f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores, {platform.processor() or 'cpu'})",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def main(argv=None) -> dict:
@@ -138,16 +139,23 @@ def main(argv=None) -> dict:
     p.add_argument("--masks", type=int, default=64, help="masks per image")
     p.add_argument("--encoder", choices=("cheap", "real"), default="cheap")
     p.add_argument("--pairs", type=int, default=3, help="timed ABBA pairs (after one warm-up call each)")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "vs_commit.json"))
+    if record is not None:  # None only in a worker of a base tree that predates it
+        record.add_out_argument(p, "vs_commit")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     shared = ["--base", args.base, "--experiment", args.experiment, "--images", str(args.images), "--masks",
               str(args.masks), "--encoder", args.encoder]
     if args.worker:
         return worker(args)
+    if args.pairs < 1:
+        p.error(f"--pairs must be at least 1, got {args.pairs}")
+    try:
+        base_commit = resolve(args.base)
+    except ValueError as e:
+        p.error(str(e))
 
     with tempfile.TemporaryDirectory(prefix="samjax-base-") as tmp:
-        base_commit = unpack(args.base, Path(tmp))
+        unpack(base_commit, Path(tmp))
         workers = {}
         try:
             compile_info = {}
@@ -156,8 +164,8 @@ def main(argv=None) -> dict:
                 compile_info[name] = workers[name].read()
                 print(f"{name}: lowered in {compile_info[name]['lower_s']:.1f} s, compiled in "
                       f"{compile_info[name]['compile_s']:.1f} s", flush=True)
-            for name in workers:
-                warm = workers[name].step()
+            for name, w in workers.items():
+                warm = w.step()
                 print(f"{name}: warm-up step {warm['ms']:.0f} ms, loss {warm['loss']:.4f}", flush=True)
             times = {"head": [], "base": []}
             for i in range(args.pairs):
@@ -170,7 +178,7 @@ def main(argv=None) -> dict:
             for w in workers.values():
                 w.close()
     ratios = [b / h for b, h in zip(times["base"], times["head"])]
-    result = {**metadata(), "base_commit": base_commit, "config": vars(args) | {"worker": None},
+    result = {"base_commit": base_commit, "config": vars(args) | {"worker": None},
               "head_ms": times["head"], "base_ms": times["base"], "speedup_per_pair": ratios,
               "median_speedup": statistics.median(ratios),
               "compile_s": {k: v["compile_s"] for k, v in compile_info.items()},
@@ -179,9 +187,8 @@ def main(argv=None) -> dict:
     print(f"step: base / head = {result['median_speedup']:.2f}x (median of {args.pairs} pairs; "
           f"head {statistics.median(times['head']):.0f} ms, base {statistics.median(times['base']):.0f} ms); "
           f"compile: base / head = {result['compile_speedup']:.2f}x")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return record.write(record.out_path(args.out, "vs_commit"), "vs_commit", argv,
+                        device_name=compile_info["head"].get("device"), **result)
 
 
 if __name__ == "__main__":

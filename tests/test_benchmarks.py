@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from benchmarks import device, record
+from benchmarks import device, record, vs_commit
 from tests.conftest import stand_in_params
 
 
@@ -171,3 +171,17 @@ def test_record_commit_is_dirty_only_for_code_changes(tmp_path, monkeypatch):
     assert record.commit() == head
     (tmp_path / "code.py").write_text("a = 2\n")
     assert record.commit() == head + "+dirty"
+
+
+def test_vs_commit_refuses_a_base_that_names_no_commit_before_building_anything(capsys):
+    """benchmarks.vs_commit resolves --base first: a revision this repository lacks is an argparse error naming it,
+    before any tree is unpacked or worker started (a real run compiles two training steps: minutes)."""
+    assert re.fullmatch(r"[0-9a-f]{40}", vs_commit.resolve("HEAD"))
+    with pytest.raises(SystemExit):
+        vs_commit.main(["--base", "no-such-revision-xyz"])
+    assert "--base 'no-such-revision-xyz' names no commit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vs_commit.main(["--base", "HEAD", "--pairs", "0"])
+    assert "--pairs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --base is required
+        vs_commit.main([])

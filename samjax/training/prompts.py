@@ -36,7 +36,7 @@ f32 = jnp.float32
 
 
 # jax.checkpoint_policies for the rounds: recompute everything, or keep the matrix products' outputs. Keeping them
-# doubled the ViT-B step's temporary memory and was 4% slower on an H200 (benchmarks/README.md, 2026-11-27): the
+# doubled the ViT-B step's temporary memory and was 4% slower on an H200 (benchmarks/README.md): the
 # rounds are bound by memory traffic, so the default recomputes everything.
 REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_saveable")
 
