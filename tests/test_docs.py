@@ -32,7 +32,6 @@ API, BROWSER, LOOP = (f"tests/test_annotate_{n}.py::" for n in ("api", "browser"
 # command -> (tests that exercise it; a note on how, where it is not the command verbatim)
 REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "make demo": ((D + "test_make_targets", "tests/test_demo.py::test_make_demo_default"), ""),
-    "make default-model": ((D + "test_make_targets", "tests/test_demo.py::test_ship_copies_a_run_with_its_card"), "retrains for ~15 minutes: its copy step is tested"),
     "make test": ((CI,), ".ci/run runs exactly this"),
     "python -m samjax.convert --checkpoint sam_vit_h_4b8939.pth --model vit_h --out ckpt/sam_vit_h": (
         ("tests/test_convert.py::test_vit_b_1024_official_pth_through_cli_matches_official", D + "test_module_commands"),
@@ -67,7 +66,7 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
                    "not part of the suite"),
     "python -m samjax.train --experiment=sa1b_vith --workdir=/mnt/shared/sam_vith "
     "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord'": (
-        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
+        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice"),
         "experiment and overrides checked; the ViT-H step is compiled ahead of time where libtpu is installed"),
     "python -m samjax.train --experiment=finetune --workdir=ft --config.init.path=ckpt/sam_vit_b "
     "--config.data.train_files='/data/mine_tfrecord/*.tfrecord' --config.optim.freeze_image_encoder=True": (
@@ -77,11 +76,17 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "'.[tpu]'\"": ((D + "test_pip_extras_exist",), "the [tpu] extra is checked; gcloud itself is not run here"),
     "gcloud compute tpus tpu-vm ssh sam-pod --zone=us-east5-a --worker=all --command=\"cd samjax && python -m "
     "samjax.train --experiment=sa1b_vith --workdir=/mnt/shared/sam_vith "
-    "--config.data.train_files='/mnt/shared/sa1b/tfrecord/*.tfrecord' --config.mesh.data=8 --config.mesh.fsdp=8 "
-    "--config.model.encoder_remat=True --config.prompts.remat_rounds=True\"": (
-        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
-        "the inner command's experiment, overrides and mesh are checked; this exact mesh and remat are what the "
-        "tpu_aot test compiles (needs libtpu); gcloud itself is not run here"),
+    "--config.data.train_files='/mnt/shared/sa1b/tfrecord/*.tfrecord'\"": (
+        (D + "test_train_command_lines", "tests/test_fit.py::test_choose_takes_the_first_rung_that_fits_with_headroom"),
+        "the inner command's experiment and overrides are checked, and the fit rule that picks its mesh and remat; "
+        "the dry run above compiles it for the slice; gcloud itself is not run here"),
+    'python -m venv .venv-tpu && .venv-tpu/bin/pip install -e ".[tpu]"': (
+        (D + "test_pip_extras_exist", "tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice"),
+        "the [tpu] extra is checked; the dry run needs libtpu (skipped without it)"),
+    "JAX_PLATFORMS=cpu .venv-tpu/bin/python -m samjax.train --experiment=sa1b_vith --workdir=/tmp/dry "
+    "--aot=v5p:4x4x4": (
+        (D + "test_train_command_lines", "tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice"),
+        "the tpu_aot test runs the same dry run for a small slice (needs libtpu); make bench-tpu runs this one"),
     'pip install -e ".[cuda]"': ((D + "test_pip_extras_exist",), "the extra exists and is jax[cuda12]; no GPU here"),
     "python -m samjax.train --experiment=sa1b_vitb --workdir=runs/sa1b_vitb "
     "--config.data.train_files='/data/sa1b/tfrecord/*.tfrecord' --config.mesh.fsdp=8": (
@@ -137,10 +142,10 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m pytest tests/test_notebooks.py": ((CI, "tests/test_notebooks.py::test_notebook_runs"), ""),
     "python -m pytest tests/test_docs.py": ((CI, D + "test_every_command_is_registered"), ""),
     'python -m venv /tmp/tpuvenv && /tmp/tpuvenv/bin/pip install -e ".[tpu,dev]"': (
-        (D + "test_pip_extras_exist", "tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p"),
+        (D + "test_pip_extras_exist", "tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice"),
         "the environment the tpu_aot test needs; it is skipped where libtpu is missing (the CPU suite)"),
     "JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s": (
-        ("tests/test_train_tpu_aot.py::test_vith_train_step_compiles_and_fits_v5p",),
+        ("tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice",),
         "skipped in the CPU suite (no libtpu); run by hand in that environment"),
     "make bench": ((D + "test_make_targets",), "--help and flags only: the benchmark runs the official ViT-B for minutes"),
     "make bench-device": ((D + "test_make_targets", "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
