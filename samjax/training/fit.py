@@ -111,7 +111,7 @@ def recompute_flops(cfg, rung: "Rung") -> float:
     rounds = 1 + cfg.prompts.num_click_rounds + cfg.prompts.no_click_rounds
     images, masks = cfg.data.batch_size, cfg.data.max_masks_per_image
     enc = metrics.encoder_flops(mc) * images if rung.encoder_remat else 0.0
-    dec = metrics.decoder_flops(mc, 2 + cfg.prompts.num_click_rounds) * images * masks * rounds if rung.remat_rounds else 0
+    dec = metrics.rounds_flops(mc, rounds, 2 + cfg.prompts.num_click_rounds, masks) * images if rung.remat_rounds else 0
     return enc + dec
 
 

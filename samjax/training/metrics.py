@@ -1,7 +1,9 @@
 """Training metrics: analytic FLOP count and MFU, a console progress line, and TensorBoard event files.
 
 FLOPs count a multiply-add as 2. `train_flops_per_step` = 3 x forward (forward + backward), plus one more
-encoder forward when the encoder blocks are rematerialised; the decoder runs once per prompt per round.
+encoder forward when the encoder blocks are rematerialised; the decoder runs once per prompt per round, as the
+step runs it: round 0 without a mask prompt and with every output (a single point is ambiguous), later rounds with
+the previous mask as prompt and only the single-mask output their loss uses (`rounds_flops`).
 MFU = train FLOPs per step / (step seconds x devices x peak FLOP/s per device); the peak comes from the
 config (`peak_flops`) or a table of known accelerators (bf16 dense), and MFU is left out when unknown (CPU).
 """
@@ -49,8 +51,9 @@ def encoder_flops(cfg: SamConfig) -> float:
     return float(total)
 
 
-def decoder_flops(cfg: SamConfig, num_tokens: int, mask_prompt: bool = True) -> float:
-    """Forward FLOPs of prompt encoder (mask branch) + mask decoder for one prompt of `num_tokens` tokens."""
+def decoder_flops(cfg: SamConfig, num_tokens: int, mask_prompt: bool = True, outputs: int | None = None) -> float:
+    """Forward FLOPs of prompt encoder (mask branch) + mask decoder for one prompt of `num_tokens` tokens, making
+    `outputs` masks (default all `num_mask_tokens`)."""
     g, c = cfg.grid_size, cfg.prompt_embed_dim
     ci = c // cfg.attention_downsample_rate
     img, tok = g * g, cfg.num_mask_tokens + 1 + num_tokens
@@ -61,7 +64,8 @@ def decoder_flops(cfg: SamConfig, num_tokens: int, mask_prompt: bool = True) -> 
     total = cfg.decoder_depth * (self_attn + attn_tok_img + mlp + attn_img_tok) + attn_tok_img
     total += 2 * (2 * g) ** 2 * c * (c // 4) + 2 * (4 * g) ** 2 * (c // 4) * (c // 8)  # output upscaling
     # hypernetwork MLPs (c -> c -> c -> c/8) and each mask's product with the upscaled features
-    total += cfg.num_mask_tokens * (2 * (2 * c * c + c * (c // 8)) + 2 * (4 * g) ** 2 * (c // 8))
+    outputs = cfg.num_mask_tokens if outputs is None else outputs
+    total += outputs * (2 * (2 * c * c + c * (c // 8)) + 2 * (4 * g) ** 2 * (c // 8))
     total += 2 * cfg.iou_head_depth * c * cfg.iou_head_hidden_dim
     if mask_prompt:
         m = cfg.mask_in_chans
@@ -74,8 +78,23 @@ def train_flops_per_step(cfg: SamConfig, images: int, masks_per_image: int, roun
     """Training FLOPs of one step over the global batch."""
     enc = encoder_flops(cfg) * images
     enc *= 1 if freeze_encoder else (4 if cfg.encoder_remat else 3)
-    dec = 3 * decoder_flops(cfg, num_tokens) * images * masks_per_image * rounds
+    dec = 3 * rounds_flops(cfg, rounds, num_tokens, masks_per_image) * images
     return enc + dec
+
+
+def rounds_flops(cfg: SamConfig, rounds: int, num_tokens: int, masks: int) -> float:
+    """Forward FLOPs of one image's prompt rounds for its `masks` prompts, as the training step computes them:
+    round 0 with no mask prompt and every output, each later round with the mask prompt and the single-mask
+    output; in every round the first decoder layer's three image-side projections (token->image keys and values,
+    image->token queries) of the image embedding are made once per image (`models.image_cache`, and in later rounds
+    `Sam.decode(factor_mask_prompt=True)`, which projects each prompt's mask_in_chans-wide mask features instead)."""
+    g, c = cfg.grid_size, cfg.prompt_embed_dim
+    ci = c // cfg.attention_downsample_rate
+    side = 3 * 2 * g * g * c * ci  # once per image and round
+    factored = 3 * 2 * g * g * cfg.mask_in_chans * ci  # per prompt in rounds with a mask prompt
+    first = decoder_flops(cfg, num_tokens, mask_prompt=False) - side
+    later = decoder_flops(cfg, num_tokens, mask_prompt=True, outputs=1) - side + factored
+    return rounds * side + masks * (first + (rounds - 1) * later)
 
 
 class TensorBoard:
