@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samjax.models import SamConfig
+from samjax.models import Sam, SamConfig
 
 INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
@@ -124,7 +124,7 @@ def _conv_transpose_weight(kernel: np.ndarray) -> np.ndarray:
 def build_model(config: SamConfig, params: dict, *, return_single_mask: bool = False,
                 use_stability_score: bool = False, opset: int = DEFAULT_OPSET, image_pe: np.ndarray | None = None):
     """The decoder graph as an `onnx.ModelProto` (checked). params: the whole parameter tree (or just its
-    "prompt_encoder" and "mask_decoder" parts); image_pe (1, g, g, C): `samjax.infer.dense_pe` of the params
+    "prompt_encoder" and "mask_decoder" parts); image_pe (1, g, g, C): `Sam.get_dense_pe` of the params
     (computed here when None)."""
     import onnx  # noqa: PLC0415 - optional dependency
     from onnx import TensorProto, helper  # noqa: PLC0415
@@ -132,9 +132,8 @@ def build_model(config: SamConfig, params: dict, *, return_single_mask: bool = F
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
     if image_pe is None:
-        from samjax.infer.predictor import dense_pe  # noqa: PLC0415
-
-        image_pe = dense_pe(params, config=config)
+        image_pe = Sam(config).apply({"params": {"prompt_encoder": params["prompt_encoder"]}},
+                                     method=Sam.get_dense_pe)
     pe_params, dec = _np(params["prompt_encoder"]), _np(params["mask_decoder"])
     cfg = config
     c, g, s, m = cfg.prompt_embed_dim, cfg.grid_size, cfg.image_size, cfg.num_mask_tokens

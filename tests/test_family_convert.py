@@ -73,9 +73,10 @@ def test_convert_auto_writes_a_family_model_dir(family, checkpoints, tmp_path, c
     expected = variables["params"] if family == "sam2" else variables
     for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(np.asarray(a), b, err_msg=jax.tree_util.keystr(p))
-    if family == "sam2":  # converted and stored; serving SAM 2 is not plugged in yet, and says so
-        with pytest.raises(ValueError, match="no serving adapter for 'sam2'"):
-            infer.load(tmp_path / "m")
+    if family == "sam2":  # SAM 2 serves through its own predictor (SAM2ImagePredictor's calls)
+        predictor = infer.load(tmp_path / "m")
+        assert type(predictor).__name__ == "Sam2Predictor"
+        assert predictor.config.image_size == config.image_size
     else:
         predictor = infer.load(tmp_path / "m", dtype="bfloat16")
         assert predictor.family.NAME == family and predictor.family.sam.dtype == "bfloat16"
