@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -46,6 +47,15 @@ def stand_in_params(config: SamConfig, scale: float = 1.0, seed: int = 0) -> dic
     model's init: for tests where the shapes, or any values, are what count."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), abstract_params(config))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_each_modules_programs():
+    """The suite runs in one process: when a test module ends, its compiled programs and the arrays its fixtures
+    held are freed (jit caches cleared, garbage collected), so XLA's executables do not pile up over the run."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(params=sorted(TINY_CONFIGS))
