@@ -22,9 +22,8 @@ if mode == "proc":
 import jax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_train import as_iterator, fixed_batches, tiny_config  # noqa: E402
-
 from samjax import train  # noqa: E402
+from tests.test_train import as_iterator, fixed_batches, tiny_config  # noqa: E402
 
 
 def checksum(params) -> float:

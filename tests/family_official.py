@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from samjax.models import IGNORE, NOT_A_POINT
 from samjax import transforms as T
+from samjax.models import IGNORE, NOT_A_POINT
 from tests.official import STANDINS, import_official
 
 ATOL = 1e-4

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights import mae
 from samjax.models import SamConfig
+from samjax.weights import mae
 
 CFG = SamConfig(image_size=64, patch_size=16, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,
                 window_size=2, encoder_global_attn_indexes=(1,), prompt_embed_dim=16, mask_in_chans=4,

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-
 MIN_OBJECT_FRAC, MAX_OBJECT_FRAC = 0.04, 0.6  # object height range, as fractions of the shorter image side
 
 

@@ -29,8 +29,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from samjax.training import losses
 from samjax.models import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT
+from samjax.training import losses
 
 f32 = jnp.float32
 

@@ -45,8 +45,15 @@ from samjax.weights.hf import (
     read_hf_config,
     read_state_dict,
 )
-from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
-                                 torch_shape)
+from samjax.weights.keys import (
+    CheckpointMismatchError,
+    as_numpy,
+    check_keys,
+    contiguous,
+    relayout,
+    torch_key,
+    torch_shape,
+)
 
 LAYOUTS = ("hf", "openai")
 HF_RENAMES = {"pre_layernorm": "pre_layrnorm"}  # CLIPModel's spelling of the vision tower's first norm

@@ -28,7 +28,6 @@ import jax
 import numpy as np
 
 
-
 class CheckpointMismatchError(ValueError):
     """A state dict that does not fit the config: lists missing, unexpected and mis-shaped keys."""
 

@@ -32,8 +32,15 @@ from samjax.weights.hf import (
     read_hf_config,
     read_state_dict,
 )
-from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
-                                 torch_shape)
+from samjax.weights.keys import (
+    CheckpointMismatchError,
+    as_numpy,
+    check_keys,
+    contiguous,
+    relayout,
+    torch_key,
+    torch_shape,
+)
 
 OWL_CHECKPOINTS = "a Hugging Face OWL-ViT or OWLv2 checkpoint (google/owlvit-* or google/owlv2-*)"
 

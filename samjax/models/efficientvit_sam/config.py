@@ -13,13 +13,13 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-from samjax.models.sam.config import SamConfig
 from samjax.models.family_config import (
     check_encoder_fits,
     check_family,
     check_fields,
     sam_config_for,
 )
+from samjax.models.sam.config import SamConfig
 
 PRESETS = ("efficientvit_sam_l0", "efficientvit_sam_l1", "efficientvit_sam_l2", "efficientvit_sam_xl0",
            "efficientvit_sam_xl1")
