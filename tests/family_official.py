@@ -24,7 +24,7 @@ def import_references():
     """torch, with segment_anything importable and timm (or its stand-in) on the path."""
     torch, _ = import_official()
     try:
-        import timm.models.layers  # noqa: F401
+        import timm.models.layers
     except Exception:
         for name in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
             del sys.modules[name]

@@ -31,8 +31,8 @@ def test_mapping_layouts_and_untouched_rest():
     sd = fake_mae()
     params = mae.init_from_mae({"model": sd}, CFG, jax.random.PRNGKey(0))
     enc = params["image_encoder"]
-    np.testing.assert_allclose(enc["patch_embed"]["proj"]["kernel"], sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(enc["patch_embed"]["proj"]["kernel"],
+                               sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_1"]["attn"]["qkv"]["kernel"], sd["blocks.1.attn.qkv.weight"].T, rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_0"]["mlp"]["lin2"]["bias"], sd["blocks.0.mlp.fc2.bias"], rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_0"]["norm2"]["scale"], sd["blocks.0.norm2.weight"], rtol=1e-6)
