@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo train default-model figures test test-fast bench bench-device bench-tpu bench-data bench-amg clean
+.PHONY: demo train default-model figures test test-fast lint bench bench-device bench-tpu bench-data bench-amg clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(VENV)/.full
 ## test-fast: the suite without the real-size architectures.
 test-fast: $(VENV)/.full
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## lint: ruff with the repo's settings (pyproject.toml [tool.ruff]) on the package, benchmarks, tests, experiments.
+lint: $(VENV)/.full
+	$(BIN)/ruff check samjax benchmarks tests experiments
 
 ## bench: samjax vs the official PyTorch SAM on this CPU (encoder, prompt-to-mask, automatic masks): ratios.
 bench: $(VENV)/.full

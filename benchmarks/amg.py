@@ -100,7 +100,8 @@ def main(argv=None) -> None:
           f"pred_iou_thresh={a.pred_iou_thresh}, "
           f"{torch.get_num_threads()} torch threads, repeats={a.repeats}")
     print(f"{'':10s} {'s/image':>9s}  masks")
-    print(f"{'official':10s} {r:9.2f}  {len(ref_out):5d}   (of which batched_nms stand-in {statistics.median(ref_nms):.3f} s)")
+    print(f"{'official':10s} {r:9.2f}  {len(ref_out):5d}   "
+          f"(of which batched_nms stand-in {statistics.median(ref_nms):.3f} s)")
     print(f"{'samjax':10s} {o:9.2f}  {len(out):5d}   (first call with compilation: {first_s:.2f} s)")
     print(f"samjax / official = {o / r:.3f}")
     print(f"image encoder alone: official {ref_enc:.2f} s, samjax {ours_enc:.2f} s; "

@@ -125,7 +125,8 @@ def family_rows(image, vit_b, repeats: int) -> None:
         return run
 
     for name, cfg, build, weights, ref_predictor in (
-            ("MobileSAM encoder (TinyViT-5M, 1024)", MobileSamConfig.mobile_sam(), build_mobile, mobile_sam, SamPredictor),
+            ("MobileSAM encoder (TinyViT-5M, 1024)", MobileSamConfig.mobile_sam(), build_mobile, mobile_sam,
+             SamPredictor),
             ("EfficientViT-SAM L0 encoder (512)", EfficientViTSamConfig.l0(), build_ev, efficientvit_sam,
              EfficientViTSamPredictor)):
         ref_model = build(cfg)

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
                   f"{r['hbm_bytes'] / gib:.0f} GiB | | | |")
         elif r["fits"]:
             print(f"| {r['name']} | mesh {r['mesh']}, {r['rung']} | {r['per_chip_bytes'] / gib:.1f} of "
-                  f"{r['hbm_bytes'] / gib:.0f} GiB | {r['compile_seconds']:.0f} s | {r['modelled_step_seconds']:.2f} s | "
+                  f"{r['hbm_bytes'] / gib:.0f} GiB | {r['compile_seconds']:.0f} s | "
+                  f"{r['modelled_step_seconds']:.2f} s | "
                   f"{100 * r['modelled_mfu']:.1f}% |")
         else:
             print(f"| {r['name']} | does not fit | | {r['compile_seconds']:.0f} s | | |")

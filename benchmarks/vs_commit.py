@@ -50,9 +50,8 @@ def worker(args) -> None:
         from samjax.parallel import make_mesh
         from samjax.training import config as experiments
     except ImportError:  # the layout before samjax.training (e.g. 4d3f357)
-        from samjax.train_state import make_mesh
-
         from samjax import experiment as experiments
+        from samjax.train_state import make_mesh
 
     cfg = experiments.load_experiment(args.experiment)
     cfg.data.batch_size = args.images

@@ -19,8 +19,8 @@ the prompt encoder and mask decoder (the encoder then runs without gradients).
 Expected result: not measured here (no official weights are downloadable in this environment).
 """
 
-from samjax.training.config import base_config
 from samjax.models import SamConfig
+from samjax.training.config import base_config
 
 
 def get_config():

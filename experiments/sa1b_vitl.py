@@ -8,8 +8,8 @@ drop path 0.4, batch 128 images; otherwise as sa1b_vith.
 Expected result: not measured here (needs a TPU pod / GPU cluster).
 """
 
-from samjax.training.config import base_config
 from samjax.models import SamConfig
+from samjax.training.config import base_config
 
 
 def get_config():

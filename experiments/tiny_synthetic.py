@@ -24,8 +24,8 @@ single-point mIoU of at least 0.70 on every seed (0.74-0.75 over seeds 0/1/2); a
 2-core CPU. The deviations from the paper's recipe below are for a from-scratch CPU budget; each comment says why.
 """
 
-from samjax.training.config import base_config
 from samjax.models import SamConfig
+from samjax.training.config import base_config
 
 DECAY_STEPS = (500, 850, 1100)
 

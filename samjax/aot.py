@@ -58,8 +58,9 @@ def topology_devices(topology: str) -> list:
         try:
             return list(topologies.get_topology_desc(platform="cuda", topology_name=topology).devices)
         except Exception as e:  # noqa: BLE001 - any failure here means: no CUDA compiler on this host
-            raise ValueError(f"cannot compile for {topology} on this host: ahead-of-time GPU compilation needs the CUDA "
-                             f"PJRT plugin (pip install 'jax[cuda12]') on the compiling machine ({e})") from None
+            raise ValueError(f"cannot compile for {topology} on this host: ahead-of-time GPU compilation needs "
+                             f"the CUDA PJRT plugin (pip install 'jax[cuda12]') on the compiling machine "
+                             f"({e})") from None
     # libtpu reads the host's TPU environment even to describe a remote slice; on a CPU host there is none
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compiling only: other processes may compile too
@@ -69,8 +70,9 @@ def topology_devices(topology: str) -> list:
     try:
         return list(topologies.get_topology_desc(topology_name=topology, platform="tpu", **small).devices)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"cannot compile for TPU topology {topology!r} here ({str(e).splitlines()[0][:200]}): it needs "
-                         "libtpu (pip install -e '.[tpu]' in its own virtualenv) and JAX_PLATFORMS=cpu") from None
+        raise ValueError(f"cannot compile for TPU topology {topology!r} here ({str(e).splitlines()[0][:200]}): "
+                         "it needs libtpu (pip install -e '.[tpu]' in its own virtualenv) "
+                         "and JAX_PLATFORMS=cpu") from None
 
 
 def footprint(compiled) -> int:

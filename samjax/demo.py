@@ -65,7 +65,8 @@ def shipped(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> dict
     predictor, t_load = timed(infer.load)
     card = default_model.card()
     print(f"model: the shipped tiny_synthetic SAM ({t_load:.1f} s to load), trained by `{card['command']}` "
-          f"(seed {card['seed']}, held-out single-point mIoU {card['eval']['miou_1pt']:.3f}); not Meta's SAM: {REAL_PHOTOS}")
+          f"(seed {card['seed']}, held-out single-point mIoU {card['eval']['miou_1pt']:.3f}); "
+          f"not Meta's SAM: {REAL_PHOTOS}")
     (out / "masks").mkdir(parents=True, exist_ok=True)
     ious, first = [], None
     for k in range(images):

@@ -41,7 +41,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 WEIGHT_AXES = (
     "embed", "mlp", "qkv", "heads", "head_dim", "rel_pos", "pos_h", "pos_w", "conv_h", "conv_w",

@@ -22,9 +22,8 @@ if mode == "proc":
 import jax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_train import as_iterator, fixed_batches, tiny_config  # noqa: E402
-
 from samjax import train  # noqa: E402
+from tests.test_train import as_iterator, fixed_batches, tiny_config  # noqa: E402
 
 
 def checksum(params) -> float:
@@ -37,7 +36,8 @@ def run(tag, mesh, n_proc=1, index=0):
     cfg.eval.num_images = 0
     cfg.mesh.update(mesh)
     per = cfg.data.batch_size // n_proc
-    s = train.train(cfg, os.path.join(workdir, tag), data_iter=as_iterator(fixed_batches(cfg, files, 3, slice(index * per, (index + 1) * per))))
+    rows = slice(index * per, (index + 1) * per)
+    s = train.train(cfg, os.path.join(workdir, tag), data_iter=as_iterator(fixed_batches(cfg, files, 3, rows)))
     params = jax.tree.leaves(s["state"]["params"])
     gathered = [np.asarray(jax.experimental.multihost_utils.process_allgather(p, tiled=True)) for p in params]
     return [h["loss"] for h in s["history"]], gathered

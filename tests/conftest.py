@@ -17,9 +17,9 @@ if "SAMJAX_COMPILATION_CACHE" not in os.environ:
     os.environ["SAMJAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")
     atexit.register(shutil.rmtree, os.environ["SAMJAX_COMPILATION_CACHE"], ignore_errors=True)
 
-import jax  # noqa: E402
+import jax
 
-from samjax.models import SamConfig, abstract_params  # noqa: E402
+from samjax.models import SamConfig, abstract_params
 
 # Small configs for parity tests. Together they cover: windows that need padding (grid 8, window 3), all-global
 # attention, no relative / no absolute positions, no qkv bias, mlp_ratio != 4, decoder depth 1 and 3,

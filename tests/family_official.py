@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from samjax.models import IGNORE, NOT_A_POINT
 from samjax import transforms as T
+from samjax.models import IGNORE, NOT_A_POINT
 from tests.official import STANDINS, import_official
 
 ATOL = 1e-4
@@ -24,7 +24,7 @@ def import_references():
     """torch, with segment_anything importable and timm (or its stand-in) on the path."""
     torch, _ = import_official()
     try:
-        import timm.models.layers  # noqa: F401
+        import timm.models.layers
     except Exception:
         for name in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
             del sys.modules[name]

@@ -21,8 +21,8 @@ def import_official():
     import torch
 
     try:
-        import torchvision.transforms.functional  # noqa: F401
-        import torchvision.ops.boxes  # noqa: F401
+        import torchvision.ops.boxes
+        import torchvision.transforms.functional
     except Exception:
         for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[name]

@@ -19,9 +19,8 @@ import jax
 import numpy as np
 import pytest
 
+from samjax.amg import AutomaticMaskGenerator, mask_io
 from samjax.amg import geometry as U
-from samjax.amg import mask_io
-from samjax.amg import AutomaticMaskGenerator
 from samjax.convert import from_torch
 from samjax.infer import Predictor
 from tests.amg_model import AMG_CONFIG, synthetic_image, trained_official

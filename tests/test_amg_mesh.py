@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights import store
 from samjax.amg import AutomaticMaskGenerator
 from samjax.convert import from_torch
 from samjax.infer import Predictor
+from samjax.weights import store
 from tests.amg_model import AMG_CONFIG, synthetic_image, trained_official
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samjax.models import SamConfig, attention as A
+from samjax.models import SamConfig
+from samjax.models import attention as A
 
 
 def _inputs(seed, b=2, hw=(6, 5), nh=3, hd=8, rel=True, dtype=jnp.float32):

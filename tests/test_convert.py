@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from samjax import convert, infer
-from samjax.weights import store
 from samjax.models import SamConfig
+from samjax.weights import store
 from tests.conftest import TINY_CONFIGS
 from tests.official import build_official, import_official, randomize_
 

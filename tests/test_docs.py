@@ -1,4 +1,5 @@
-"""Every command in the bash blocks of README.md, BUILD.md and docs/evaluation.md is exercised by a test or by CI, so none can rot.
+"""Every command in the bash blocks of README.md, BUILD.md and docs/evaluation.md is exercised by a test or by CI,
+so none can rot.
 
 REGISTRY maps each command, as written in the docs (continuation lines joined, trailing comments dropped), to the
 tests that exercise it. A command added to the docs without an entry fails `test_every_command_is_registered`; an
@@ -34,7 +35,8 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "make demo": ((D + "test_make_targets", "tests/test_demo.py::test_make_demo_default"), ""),
     "make test": ((CI,), ".ci/run runs exactly this"),
     "python -m samjax.convert --checkpoint sam_vit_h_4b8939.pth --model vit_h --out ckpt/sam_vit_h": (
-        ("tests/test_convert.py::test_vit_b_1024_official_pth_through_cli_matches_official", D + "test_module_commands"),
+        ("tests/test_convert.py::test_vit_b_1024_official_pth_through_cli_matches_official",
+         D + "test_module_commands"),
         "the CLI converts an official-format ViT-B .pth in the test (no ViT-H weights here)"),
     "python -m samjax.amg --checkpoint ckpt/sam_vit_h --input photos/ --output masks/ --convert-to-rle "
     "--points-per-side 32": (
@@ -93,7 +95,8 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
         (D + "test_train_command_lines", "tests/test_train_distributed.py::test_fsdp_8_devices_equals_1_device"),
         "FSDP over 8 (simulated) devices is tested on a tiny model"),
     "python -m samjax.plot workdir/tiny_synthetic --out curves.png": (
-        ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir", "tests/test_plot.py::test_cli_writes_png"),
+        ("tests/test_notebooks.py::test_documented_commands_on_a_training_workdir",
+         "tests/test_plot.py::test_cli_writes_png"),
         "on the workdir of a real (8-step) tiny_synthetic run"),
     'python -m samjax.evaluate tfrecord --checkpoint workdir/tiny_synthetic/model --data '
     '"workdir/tiny_synthetic/data/eval/*.tfrecord"': (
@@ -139,6 +142,7 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     'pip install -e ".[tpu]"': ((D + "test_pip_extras_exist",), "the extra exists and is jax[tpu]; no TPU here"),
     'pip install -e ".[torch,dev]"': ((CI, D + "test_make_targets"), "what make test installs"),
     "make test-fast": ((D + "test_make_targets",), "its recipe and the slow marker are checked; CI runs make test"),
+    "make lint": ((CI, D + "test_make_targets"), ".ci/run runs it before make test; its recipe is checked"),
     "python -m pytest tests/test_notebooks.py": ((CI, "tests/test_notebooks.py::test_notebook_runs"), ""),
     "python -m pytest tests/test_docs.py": ((CI, D + "test_every_command_is_registered"), ""),
     'python -m venv /tmp/tpuvenv && /tmp/tpuvenv/bin/pip install -e ".[tpu,dev]"': (
@@ -147,8 +151,10 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "JAX_PLATFORMS=cpu /tmp/tpuvenv/bin/python -m pytest -m tpu_aot tests/test_train_tpu_aot.py -s": (
         ("tests/test_train_tpu_aot.py::test_training_dry_run_for_a_small_slice",),
         "skipped in the CPU suite (no libtpu); run by hand in that environment"),
-    "make bench": ((D + "test_make_targets",), "--help and flags only: the benchmark runs the official ViT-B for minutes"),
-    "make bench-device": ((D + "test_make_targets", "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
+    "make bench": ((D + "test_make_targets",),
+                   "--help and flags only: the benchmark runs the official ViT-B for minutes"),
+    "make bench-device": ((D + "test_make_targets",
+                           "tests/test_benchmarks.py::test_device_benchmark_runs_on_cpu_with_tiny_shapes"),
                           "the same script with --tiny runs end to end on CPU; real sizes need an accelerator"),
     "make bench-tpu": ((D + "test_make_targets",), "--help only: compiling ViT-H for TPU takes many minutes on CPU"),
     "python -m benchmarks.device --tiny": (
@@ -223,7 +229,8 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "--config.data.train_files='/data/mine_tfrecord/*.tfrecord'": (
         (D + "test_train_command_lines",
          "tests/sam2/test_sam2_train.py::test_finetune_experiment_runs_and_exports_a_sam2_model"),
-        "experiment and overrides checked; the experiment trains a tiny SAM 2 on synthetic data, from a model directory"),
+        "experiment and overrides checked; the experiment trains a tiny SAM 2 on synthetic data, "
+        "from a model directory"),
     "SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0": (
         (D + "test_make_targets", "tests/sam2/test_sam2_video.py::test_video_predictor_matches_official"),
         "what make test's .full step runs; the SAM 2 parity tests need it (they skip without sam2)"),
@@ -376,6 +383,8 @@ def test_make_targets(capsys):
     assert make_recipe("$(VENV)/.full")[0] == 'pip install -q -e ".[torch,dev]"'
     assert "SAM2_BUILD_CUDA=0 pip install -q --no-deps --no-build-isolation sam2==1.1.0" in make_recipe("$(VENV)/.full")
     assert 'python -m pytest -m "not slow"' in make_recipe("test-fast")[0]
+    assert make_recipe("lint") == ["$(BIN)/ruff check samjax benchmarks tests experiments"]
+    assert "make lint" in (ROOT / ".ci" / "run").read_text()
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("slow:") for m in markers)
 

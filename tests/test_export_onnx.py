@@ -15,9 +15,9 @@ import warnings
 import numpy as np
 import pytest
 
+from samjax import transforms as T
 from samjax.convert import from_torch
 from samjax.infer import Predictor
-from samjax import transforms as T
 from tests.annotate_helpers import CFG  # the annotation tool's tiny config: compiled decoders are shared
 from tests.official import build_official, import_official, state_dict_numpy
 
@@ -179,8 +179,8 @@ def test_equals_official_onnx_export(setup, tmp_path, options):
 
 
 def test_cli_writes_a_model_that_runs(tmp_path, setup):
-    from samjax.weights.store import save_model
     from samjax.export_onnx import main
+    from samjax.weights.store import save_model
 
     _, params, pred = setup
     ckpt = save_model(tmp_path / "ckpt", params, CFG)

@@ -28,7 +28,8 @@ def model_dir(tmp_path_factory):
 
 
 def test_describe_model(model_dir):
-    assert figures.describe_model(model_dir) == "tiny_run/model, 40 training steps, held-out 1-point mIoU 0.12 (7 masks)"
+    assert figures.describe_model(model_dir) == ("tiny_run/model, 40 training steps, "
+                                                 "held-out 1-point mIoU 0.12 (7 masks)")
 
 
 def test_describe_model_with_a_low_res_stage(model_dir, tmp_path):

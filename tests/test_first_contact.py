@@ -74,7 +74,8 @@ def test_missing_image(tmp_path, capsys):
     assert demo.main(["--image", str(tmp_path / "cat.jpg"), "--out", str(tmp_path / "o")]) == 2
     assert "image" in (line := one_error_line(capsys)) and "cat.jpg' does not exist" in line
     with pytest.raises(SystemExit) as e:
-        amg_cli.main(["--checkpoint", str(tmp_path), "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "o")])
+        amg_cli.main(["--checkpoint", str(tmp_path), "--input", str(tmp_path / "photos"),
+                      "--output", str(tmp_path / "o")])
     assert e.value.code == 2 and "photos' does not exist: give an image file or a folder" in one_error_line(capsys)
 
 

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights import mae
 from samjax.models import SamConfig
+from samjax.weights import mae
 
 CFG = SamConfig(image_size=64, patch_size=16, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,
                 window_size=2, encoder_global_attn_indexes=(1,), prompt_embed_dim=16, mask_in_chans=4,
@@ -31,8 +31,8 @@ def test_mapping_layouts_and_untouched_rest():
     sd = fake_mae()
     params = mae.init_from_mae({"model": sd}, CFG, jax.random.PRNGKey(0))
     enc = params["image_encoder"]
-    np.testing.assert_allclose(enc["patch_embed"]["proj"]["kernel"], sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(enc["patch_embed"]["proj"]["kernel"],
+                               sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_1"]["attn"]["qkv"]["kernel"], sd["blocks.1.attn.qkv.weight"].T, rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_0"]["mlp"]["lin2"]["bias"], sd["blocks.0.mlp.fc2.bias"], rtol=1e-6)
     np.testing.assert_allclose(enc["blocks_0"]["norm2"]["scale"], sd["blocks.0.norm2.weight"], rtol=1e-6)

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from samjax.training import metrics
 from samjax.models import Sam, SamConfig, init_params
+from samjax.training import metrics
 
 CFG = SamConfig(image_size=64, patch_size=8, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
                 window_size=4, encoder_global_attn_indexes=(1,), prompt_embed_dim=32, mask_in_chans=8,

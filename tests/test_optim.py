@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from samjax.training import optim
 from samjax.models import SamConfig, abstract_params
+from samjax.training import optim
 from tests.conftest import stand_in_params
 
 CFG = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=3, encoder_num_heads=2,

@@ -131,7 +131,8 @@ def test_predict_batch_matches_predict_torch(tiny_config, photo):
                 kw["point_labels"] = torch.as_tensor(lbl, dtype=torch.int)
             else:
                 kw["point_coords"] = kw["point_labels"] = None
-            kw["boxes"] = torch.as_tensor(tr.apply_boxes(boxes, ref.original_size), dtype=torch.float) if use_box else None
+            kw["boxes"] = (torch.as_tensor(tr.apply_boxes(boxes, ref.original_size), dtype=torch.float)
+                           if use_box else None)
             r_logits, r_iou, r_low = ref.predict_torch(**kw, multimask_output=True, return_logits=True)
             o_masks, o_iou, o_low = ours.predict_batch(point_coords=pts if use_pts else None,
                                                        point_labels=lbl if use_pts else None,

@@ -8,9 +8,9 @@ import pytest
 
 from samjax import infer
 from samjax.infer import predictor as predictor_lib
+from samjax.models import SamConfig, init_params
 from samjax.weights import default as default_model
 from samjax.weights import store
-from samjax.models import SamConfig, init_params
 from tests.conftest import TINY_CONFIGS, stand_in_params
 
 CFG = TINY_CONFIGS["tiny_windowed"]

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samjax.training import losses, prompts
 from samjax.models.sam.prompt_encoder import IGNORE, NOT_A_POINT
+from samjax.training import losses, prompts
 
 S, M = 64, 16  # image side, mask grid (4 px per cell)
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights import resolution
 from samjax.models import SamConfig, abstract_params, init_params
+from samjax.weights import resolution
 
 SMALL = SamConfig(image_size=32, patch_size=8, encoder_embed_dim=16, encoder_depth=2, encoder_num_heads=2,
                   window_size=2, encoder_global_attn_indexes=(1,), prompt_embed_dim=16, mask_in_chans=4,

@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 
+import grain
 import jax
 import numpy as np
 import pytest
-
-import grain
 
 from samjax import parallel, train
 from samjax.data.pipeline import PipelineConfig, make_iterator
@@ -136,8 +135,8 @@ def test_resume_is_bit_identical(tfrecords, tmp_path, optimizer):
 
 
 def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
-    from samjax.weights.store import load_model
     from samjax.weights.resolution import grow_params
+    from samjax.weights.store import load_model
 
     cfg = tiny_config(tfrecords, num_steps=0)
     cfg.low_res.update(image_size=(16,), num_steps=(3,), lr=(2e-2,))
@@ -173,8 +172,8 @@ def test_low_res_stage_then_the_grown_model(tfrecords, tmp_path):
 def test_two_low_res_stages_each_from_the_one_before(tfrecords, tmp_path):
     """low_res (16, 24) before 32 px: 16 px in WORKDIR/low_res/low_res, 24 px in WORKDIR/low_res, each stage (and the
     main one) starting from the stage before it, grown; each with its own lr and step count."""
-    from samjax.weights.store import load_model
     from samjax.weights.resolution import grow_params
+    from samjax.weights.store import load_model
 
     cfg = tiny_config(tfrecords, num_steps=0)
     cfg.low_res.update(image_size=(16, 24), num_steps=(2, 1), lr=(2e-2, 1e-2))

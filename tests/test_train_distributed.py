@@ -24,7 +24,7 @@ def _env(**extra):
 
 
 def _result(out: str) -> dict:
-    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert lines, out[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
 
@@ -58,7 +58,8 @@ def test_two_processes_equal_one(tfrecords, mesh_run, tmp_path):  # noqa: F811
     """2 processes over loopback, each feeding half of every global batch, against the one-device run of the same
     batches (mesh_run's "one")."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, "proc", tfrecords, str(tmp_path / "two"), str(i), "2", str(port)],
+    procs = [subprocess.Popen([sys.executable, WORKER, "proc", tfrecords, str(tmp_path / "two"), str(i), "2",
+                               str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -8,8 +8,8 @@ What is compiled, on one chip of the topology: the image encoder (one image), th
 prompts of one point, multimask) and one crop of the automatic mask generator (`--points-per-side` squared points
 in batches of `--points-per-batch`, the official defaults 32 and 64), in bfloat16. Only shapes are needed: a
 checkpoint gives the config (no weights are read), or `--model-type` names a SAM size. Prints one line per function
-and one JSON line; exit 0 when the largest fits the chip with 15% of its memory free, 1 when not. The figures are XLA's (memory
-analysis) and the loop-counting cost model's (samjax.aot), not measurements.
+and one JSON line; exit 0 when the largest fits the chip with 15% of its memory free, 1 when not. The figures are
+XLA's (memory analysis) and the loop-counting cost model's (samjax.aot), not measurements.
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def dry_run(config, topology: str, prompts: int = 64, points_per_side: int = 32,
     def compile_(name, fn, *args, **statics):
         t = time.perf_counter()
         compiled = fn.lower(*args, **statics).compile()
-        functions[name] = {"per_chip_bytes": aot.footprint(compiled), "compile_seconds": round(time.perf_counter() - t, 1),
+        functions[name] = {"per_chip_bytes": aot.footprint(compiled),
+                           "compile_seconds": round(time.perf_counter() - t, 1),
                            "modelled_seconds": aot.loop_cost(compiled, kind).seconds}
         print(f"{name}: {functions[name]['per_chip_bytes'] / 2**30:.2f} GiB, compiled in "
-              f"{functions[name]['compile_seconds']:.0f} s, modelled {1e3 * functions[name]['modelled_seconds']:.1f} ms",
+              f"{functions[name]['compile_seconds']:.0f} s, "
+              f"modelled {1e3 * functions[name]['modelled_seconds']:.1f} ms",
               flush=True)
 
     with attention.for_platform(device.platform):
@@ -69,8 +71,8 @@ def dry_run(config, topology: str, prompts: int = 64, points_per_side: int = 32,
                                    features, pe), one)
         coords = jax.ShapeDtypeStruct((prompts, 2, 2), np.float32, sharding=one)
         labels = jax.ShapeDtypeStruct((prompts, 2), np.int32, sharding=one)
-        compile_(f"decoder ({prompts} point prompts, multimask)", predictor_lib._decode, dvars, features, coords, labels,
-                 None, pe, cache, family=family, multimask_output=True, options=())
+        compile_(f"decoder ({prompts} point prompts, multimask)", predictor_lib._decode, dvars, features, coords,
+                 labels, None, pe, cache, family=family, multimask_output=True, options=())
         grid = geometry.build_point_grid(points_per_side) * np.array([[image_hw[1], image_hw[0]]])
         input_size = tuple(int(v) for v in np.round(np.array(image_hw) * s / max(image_hw)))
         args = crop_inputs(family, grid, points_per_batch, input_size, image_hw, image_hw,

@@ -97,9 +97,10 @@ def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tile
                      options: tuple):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
-    dvars: the family's decoder variables; features: its features pytree of the crop (batch 1); coords (nc, P, 2, 2) f32 point + not-a-point pad in the resized frame, in nc chunks of
-    P prompts; labels (nc, P, 2); point_valid (nc, P) bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the
-    valid crop size; crop_box (4,) / orig_box (4,) XYXY; thresholds are scalars.
+    dvars: the family's decoder variables; features: its features pytree of the crop (batch 1); coords (nc, P, 2, 2)
+    f32 point + not-a-point pad in the resized frame, in nc chunks of P prompts; labels (nc, P, 2); point_valid (nc, P)
+    bool; tiles_h, tiles_w the upsampling tiles, crop_hw (2,) the valid crop size; crop_box (4,) / orig_box (4,) XYXY;
+    thresholds are scalars.
     Returns low_res (N, L, L), iou (N,), stability (N,), boxes (N, 4) int32 in the crop frame, and the NMS
     result order (N,), kept (N,) (see amg_utils.nms); N = nc * P * M candidates in the official order
     (point-major, then mask). Candidates the predicted-IoU filter rejects keep zeros in low_res, stability, boxes.
@@ -117,10 +118,11 @@ def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tile
     step = decode_group_size(p)
 
     def one_chunk(args):
-        c, l, v = args
-        state, iou = family.decode_lazy(dvars, features, c, l, multimask_output, image_pe, cache, options)
+        chunk_coords, chunk_labels, chunk_valid = args
+        state, iou = family.decode_lazy(dvars, features, chunk_coords, chunk_labels, multimask_output, image_pe,
+                                        cache, options)
         iou_ok = (iou > iou_thresh) | (iou_thresh <= 0)
-        need = v & iou_ok.any(axis=1)
+        need = chunk_valid & iou_ok.any(axis=1)
         order = jnp.argsort(~need, stable=True)  # prompts that need masks first, in their order
 
         def masks_of(idx):
@@ -383,7 +385,8 @@ class AutomaticMaskGenerator:
         if self.min_mask_region_area > 0 and masks:
             masks, boxes, keep2 = self._remove_small_regions(masks, boxes)
             masks = [masks[i] for i in keep2]
-            boxes, iou, stab, points, crop_boxes = boxes[keep2], iou[keep2], stab[keep2], points[keep2], crop_boxes[keep2]
+            boxes, iou, stab = boxes[keep2], iou[keep2], stab[keep2]
+            points, crop_boxes = points[keep2], crop_boxes[keep2]
         if self.labeler is not None:
             label_idx, label_scores = self.labeler.label(image, masks)
         records = []

@@ -7,9 +7,9 @@ The crop (`crop_masks`): the mask's bounding box cut from the image, every pixel
 colour, padded to a square with the same colour (centred, so the object keeps its shape), resized to CLIP's input
 size with PIL bicubic (as CLIP's own preprocessing). This is the masked crop common in open-vocabulary
 segmentation (OVSeg's masked crops; Grounded/labelled-SAM demos that blank the background): the rest of the box,
-often another object, is taken out, and the mean colour normalises to 0, so it adds nothing to the patch tokens. Each label is
-embedded once as "a photo of a {label}." (CLIP's basic prompt; `template` changes it); a crop's label is the
-argmax of CLIP's logits over the labels, its score the softmax probability (CLIP's zero-shot classification).
+often another object, is taken out, and the mean colour normalises to 0, so it adds nothing to the patch tokens.
+Each label is embedded once as "a photo of a {label}." (CLIP's basic prompt; `template` changes it); a crop's label is
+the argmax of CLIP's logits over the labels, its score the softmax probability (CLIP's zero-shot classification).
 Crops are embedded in chunks of at most CHUNK images, one compile per power-of-two chunk size.
 """
 

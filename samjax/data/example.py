@@ -1,7 +1,7 @@
 """tf.train.Example encoding of one SA-1B image and its masks, and the decoded record every stage shares.
 
-Protobuf: `tensorflow_datasets.proto.tf_example_pb2` / `tf_feature_pb2` (no TensorFlow needed). Our features (N = number of masks,
-P = total number of point prompts)::
+Protobuf: `tensorflow_datasets.proto.tf_example_pb2` / `tf_feature_pb2` (no TensorFlow needed). Our features
+(N = number of masks, P = total number of point prompts)::
 
     image/encoded          bytes      the original image bytes, untouched (JPEG; PNG too from samjax.data.coco)
     image/format           bytes      b"jpeg" (or b"png")

@@ -13,8 +13,8 @@
 
 Masks. Masks covering more than `max_area_fraction` of the image (area from the RLE) and empty masks are
 dropped; of the rest, up to M are drawn without replacement by a generator seeded with (seed, epoch, image_id),
-so the choice depends only on the seed, the epoch and the record. Each chosen mask is decoded (columns under its box only) and
-area-averaged (PIL BOX filter) straight onto the m x m grid of the padded frame: the valid
+so the choice depends only on the seed, the epoch and the record. Each chosen mask is decoded (columns under its
+box only) and area-averaged (PIL BOX filter) straight onto the m x m grid of the padded frame: the valid
 part is `get_preprocess_shape(H, W, m)`, each cell covering (H / h_m) x (W / w_m) original pixels; a cell is True
 when at least half of it is covered (PIL rounds the 0/1 average). When m x m is the original size (S = m =
 max(H, W)) no resampling happens and the masks are exactly pycocotools' decode, which evaluation can use.

@@ -135,7 +135,8 @@ def count_corrupt(state: Any) -> int:
         return int(state.get(COUNT_KEY, 0)) + sum(count_corrupt(v) for k, v in state.items() if k != COUNT_KEY)
     if isinstance(state, (list, tuple)):
         return sum(count_corrupt(v) for v in state)
-    if isinstance(state, (str, bytes)) and COUNT_KEY.encode() in (state if isinstance(state, bytes) else state.encode()):
+    if isinstance(state, (str, bytes)) and (
+            COUNT_KEY.encode() in (state if isinstance(state, bytes) else state.encode())):
         import json  # noqa: PLC0415 (mp_prefetch may keep worker states JSON-encoded)
 
         try:

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-
 MIN_OBJECT_FRAC, MAX_OBJECT_FRAC = 0.04, 0.6  # object height range, as fractions of the shorter image side
 
 
@@ -214,7 +213,8 @@ def main(argv=None) -> None:
     p.add_argument("--num-images", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="1500x2250", help="HxW")
-    p.add_argument("--objects", type=int, default=None, help="objects per image (default: by size, ~100 masks at SA-1B size)")
+    p.add_argument("--objects", type=int, default=None,
+                   help="objects per image (default: by size, ~100 masks at SA-1B size)")
     p.add_argument("--min-object-frac", type=float, default=MIN_OBJECT_FRAC,
                    help="smallest object height / shorter side (default %(default)s; the largest is 0.6)")
     p.add_argument("--tar", action="store_true", help="write one tar shard sa_000000.tar like the SA-1B release")

@@ -19,9 +19,11 @@ from __future__ import annotations
 import glob
 import os
 
+
 def tfds_files(data_dir: str | os.PathLike, split: str = "train", version: str = "*") -> list[str]:
     """The TFRecord files TFDS wrote for `segment_anything` under `data_dir` (sorted); error if none."""
-    pattern = os.path.join(os.fspath(data_dir), "segment_anything", "*", version, f"segment_anything-{split}.tfrecord-*")
+    pattern = os.path.join(os.fspath(data_dir), "segment_anything", "*", version,
+                           f"segment_anything-{split}.tfrecord-*")
     files = sorted(glob.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no TFDS segment_anything {split} files matching {pattern}")

@@ -31,7 +31,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from samjax import infer, runtime
-from samjax.weights.store import load_model
 from samjax.evaluate import bsds, edges, instances, points, proposals, tfrecord
 from samjax.evaluate.datasets import (
     DatasetError,
@@ -42,6 +41,7 @@ from samjax.evaluate.datasets import (
     read_instances,
 )
 from samjax.evaluate.report import ResultLog, fmt, markdown_table, write_report
+from samjax.weights.store import load_model
 
 
 # ------------------------------------------------------------------------------------------------- parser

@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from samjax import transforms as T
 from samjax.data.example import decode_record
 from samjax.data.preprocess import process_record
 from samjax.data.tfrecord import iter_records
 from samjax.models import IGNORE, NOT_A_POINT, Sam, SamConfig
-from samjax import transforms as T
 from samjax.transforms import get_preprocess_shape
 
 

@@ -1,7 +1,8 @@
 """Open-vocabulary detection with OWL-ViT / OWLv2: text queries -> boxes in the pixels of the original image.
 
     from samjax.infer.detect import OwlDetector
-    detector = OwlDetector.load("owlv2-base-patch16/")   # a HF OWL-ViT / OWLv2 directory (or weights.owlvit.save_owlvit's)
+    # a HF OWL-ViT / OWLv2 directory (or weights.owlvit.save_owlvit's)
+    detector = OwlDetector.load("owlv2-base-patch16/")
     dets = detector.detect([image], "a dog, a red car", threshold=0.1, top_k=100)
     dets[0].boxes (K, 4) XYXY pixels, dets[0].scores (K,) descending, dets[0].labels (K,) query index, dets[0].names
 

@@ -106,7 +106,8 @@ class SamFamily:
         """Decode options -> a sorted, hashable tuple of (name, value) (a static jit argument); unknown ones raise."""
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            raise TypeError(f"{self.NAME} models take no decode option {unknown}; options: {sorted(self.OPTIONS) or 'none'}")
+            raise TypeError(f"{self.NAME} models take no decode option {unknown}; "
+                            f"options: {sorted(self.OPTIONS) or 'none'}")
         return tuple(sorted({**self.OPTIONS, **options}.items()))
 
     # ---------------------------------------------------------------------------------------- variables
@@ -168,7 +169,8 @@ class SamFamily:
 
     # -------------------------------------------------------------------------------------- device side
     def encode(self, variables: dict, images: jax.Array):
-        """Normalised, padded images (B, S, S, 3) -> the features pytree (batch first): SAM's embeddings (B, g, g, C)."""
+        """Normalised, padded images (B, S, S, 3) -> the features pytree (batch first): SAM's embeddings
+        (B, g, g, C)."""
         module = self.module()
         return module.apply(variables, images, method=type(module).embed_images)
 

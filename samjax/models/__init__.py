@@ -4,10 +4,26 @@ The SAM names are re-exported here (`from samjax.models import SamConfig, Sam, i
 nothing from training, data, inference, automatic masks or weights.
 """
 
-from samjax.models.sam import (BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT, ImageEncoderViT, MaskDecoder,
-                               PromptEncoder, Sam, SamConfig, TwoWayTransformer, abstract_params, decode_group_size,
-                               decode_prompts, image_cache, init_params, init_text_params, param_logical_axes,
-                               upscale_masks)
+from samjax.models.sam import (
+    BOX_BOTTOM_RIGHT,
+    BOX_TOP_LEFT,
+    IGNORE,
+    NOT_A_POINT,
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    SamConfig,
+    TwoWayTransformer,
+    abstract_params,
+    decode_group_size,
+    decode_prompts,
+    image_cache,
+    init_params,
+    init_text_params,
+    param_logical_axes,
+    upscale_masks,
+)
 
 __all__ = [
     "SamConfig", "Sam", "ImageEncoderViT", "PromptEncoder", "MaskDecoder", "TwoWayTransformer",

@@ -65,7 +65,8 @@ def summary(res: dict) -> str:
                  f"{res['compile_seconds']:.0f} s")
     lines.append(f"cost model (loops counted): {res['loop_flops_per_chip'] / 1e12:.1f} TFLOP per chip per step, "
                  f"modelled step {res['modelled_step_seconds']:.2f} s, modelled MFU "
-                 f"{100 * (res['modelled_mfu'] or 0):.1f}% of the model's {res['model_flops_per_step'] / 1e15:.2f} PFLOP "
+                 f"{100 * (res['modelled_mfu'] or 0):.1f}% of the model's "
+                 f"{res['model_flops_per_step'] / 1e15:.2f} PFLOP "
                  "(a roofline per kernel: no overlap, no collective latency; not a measurement)")
     return "\n".join(lines)
 

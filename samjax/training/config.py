@@ -60,9 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Low-resolution stages (progressive resizing; none while image_size is empty): train first at these smaller
     # image sizes, smallest first, same patch size (half the side: a quarter of the tokens, a step ~1/4 the cost),
     # each at its lr (0 or empty: optim.lr) held after the warmup, until its max_seconds or num_steps (0 or empty:
-    # train.num_steps); between stages the position tables grow (samjax.weights.resolution) and the optimizer state starts
-    # fresh; the last stage is model.image_size with the main schedule. max_seconds, num_steps and lr are empty or
-    # one value per stage. Each stage runs inside the next one's workdir (samjax.train.low_res_stage): with (64, 96)
+    # train.num_steps); between stages the position tables grow (samjax.weights.resolution) and the optimizer state
+    # starts fresh; the last stage is model.image_size with the main schedule. max_seconds, num_steps and lr are empty
+    # or one value per stage. Each stage runs inside the next one's workdir (samjax.train.low_res_stage): with (64, 96)
     # the 96 px stage in WORKDIR/low_res and the 64 px one in WORKDIR/low_res/low_res.
     c.low_res = ml_collections.ConfigDict({"image_size": (), "max_seconds": (), "num_steps": (), "lr": ()})
     # Mesh sizes (-1: the remaining devices; num_devices 0: all devices) and the logical-axis rule table, MaxText-style:

@@ -13,7 +13,8 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from samjax import parallel
 from samjax.data.pipeline import PipelineConfig, make_iterator

@@ -212,8 +212,8 @@ class HQObjective(Objective):
             emb, interm = jax.lax.stop_gradient(model.apply(variables, x, method=HQSam.embed_images))  # SAM frozen
             feats = model.apply(variables, emb, interm, method=HQSam.hq_features)  # trained fusion, once per image
             b, m = batch["masks"].shape[:2]
-            rep = lambda a: jax.lax.with_sharding_constraint(jnp.repeat(a, m, axis=0), batch_sh)
-            flat = lambda a: jax.lax.with_sharding_constraint(a.reshape(b * m, *a.shape[2:]), batch_sh)
+            rep = lambda a: jax.lax.with_sharding_constraint(jnp.repeat(a, m, axis=0), batch_sh)  # noqa: E731
+            flat = lambda a: jax.lax.with_sharding_constraint(a.reshape(b * m, *a.shape[2:]), batch_sh)  # noqa: E731
             masks, valid = flat(batch["masks"]), flat(batch["mask_valid"])
             coords, labels, _ = prompts.initial_prompts(k_prompt, masks, flat(batch["boxes"]), size, sc.prompts)
             logits, _ = model.apply(variables, rep(emb), None, coords, labels, multimask_output=False,
@@ -250,7 +250,8 @@ class DistillObjective(Objective):
     def trainable(self, params):
         """The student's TinyViT, without its ImageNet head (norm_head, head: in the checkpoint, not on the
         embedding's path); never the teacher."""
-        student = {k: jax.tree.map(lambda _, k=k: k not in ("head", "norm_head"), v) for k, v in params["student"].items()}
+        student = {k: jax.tree.map(lambda _, k=k: k not in ("head", "norm_head"), v)
+                   for k, v in params["student"].items()}
         return {"student": student, "teacher": jax.tree.map(lambda _: False, params["teacher"])}
 
     def encoder_depth(self, model) -> int:
@@ -353,8 +354,8 @@ class Sam2Objective(Objective):
             if freeze:
                 emb, high_res = jax.lax.stop_gradient((emb, high_res))
             b, m = batch["masks"].shape[:2]
-            flat = lambda a: jax.lax.with_sharding_constraint(a.reshape(b * m, *a.shape[2:]), batch_sh)
-            per_image = lambda a: a.reshape(b, m, *a.shape[1:])
+            flat = lambda a: jax.lax.with_sharding_constraint(a.reshape(b * m, *a.shape[2:]), batch_sh)  # noqa: E731
+            per_image = lambda a: a.reshape(b, m, *a.shape[1:])  # noqa: E731
 
             def decode(e, hr, coords, labels, prev):
                 """One image's features (batch 1) for its M prompts -> every output (M, K, 4g, 4g), (M, K),

@@ -9,9 +9,9 @@ none: one at a random position among the click rounds, and the last. Every round
 previous round's unthresholded low-res logits of its highest-predicted-IoU mask as the mask prompt (no gradient).
 
 The loss of a round backpropagates through the lowest-loss multimask output when the prompt is ambiguous (round
-0 with a single point) and through the single-mask output otherwise (so rounds 1.. make only that output); "lowest" by the total loss, or by focal +
-dice alone (`loss.choose_by` "mask", SAM 2's rule). The IoU head is trained on every output the round uses (all 3
-multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
+0 with a single point) and through the single-mask output otherwise (so rounds 1.. make only that output); "lowest" by
+the total loss, or by focal + dice alone (`loss.choose_by` "mask", SAM 2's rule). The IoU head is trained on every
+output the round uses (all 3 multimask outputs when ambiguous), so their predicted IoUs can rank them at inference.
 
 Token layout (N = 2 + num_click_rounds): slots 0-1 hold the first prompt (the point and a not-a-point pad, label
 -1, or the two box corners, labels 2/3); slot 2 + k holds the k-th click; unused slots are IGNORE (see
@@ -29,8 +29,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from samjax.training import losses
 from samjax.models import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT
+from samjax.training import losses
 
 f32 = jnp.float32
 

@@ -10,7 +10,6 @@ from typing import Callable
 import jax
 import ml_collections
 
-
 LOW_RES_FIELDS = ("max_seconds", "num_steps", "lr")
 
 

@@ -73,14 +73,18 @@ def init_state(params: Any, tx, seed: int, shardings: Any, model_state: Any = No
     params = jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), params, p_sh)
     opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
     rep = shardings["step"]
-    scalar = lambda v, dt: jax.make_array_from_callback((), rep, lambda _: np.asarray(v, dt))
+
+    def scalar(v, dt):
+        return jax.make_array_from_callback((), rep, lambda _: np.asarray(v, dt))
+
     k_train = np.asarray(jax.random.split(jax.random.PRNGKey(seed))[1])
     out = {"step": scalar(0, np.int32), "params": params, "opt_state": opt_state,
            "rng": jax.make_array_from_callback((2,), rep, lambda idx: k_train[idx]),
            "nonfinite": scalar(0, np.int32), "streak": scalar(0, np.int32)}
     if model_state is not None:
-        out["model_state"] = jax.tree.map(lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda i: np.asarray(x)[i]),
-                                          model_state, shardings["model_state"])
+        out["model_state"] = jax.tree.map(
+            lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda i: np.asarray(x)[i]),
+            model_state, shardings["model_state"])
     return out
 
 

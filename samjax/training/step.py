@@ -9,8 +9,9 @@ The rounds cost what their arithmetic costs: each image's embedding serves its m
 copied per mask); round 0, which has no mask prompt yet, projects the first layer's image side once per image
 (`models.image_cache`); rounds 1.. make only the single-mask output their loss uses, and project the mask prompt's
 dense embedding through its factors (`Sam.decode(factor_mask_prompt=True)`). The same loss and gradients as
-decoding every output of every prompt from a copied embedding, up to float rounding (tests/test_step.py). A step whose loss or
-gradient is not finite leaves the parameters and optimizer state as they were and counts itself in the state.
+decoding every output of every prompt from a copied embedding, up to float rounding (tests/test_step.py). A step
+whose loss or gradient is not finite leaves the parameters and optimizer state as they were and counts itself in
+the state.
 
 `StepConfig` holds everything the compiled step depends on and is the only thing `make_train_step` reads, so the
 cache of compiled steps (`compiled_step`), keyed on it and the mesh, cannot hand out a step built for other
@@ -96,7 +97,8 @@ def compile_step(cfg: ml_collections.ConfigDict, mesh, platform: str | None = No
 def _compiled_step(sc: StepConfig, mesh):
     obj = objectives.get(sc.kind)
     params, axes, model_state = objectives.abstract_parts(sc)
-    tx = objectives.with_frozen(optim.make_optimizer(sc.optim, params, obj.encoder_depth(sc.model)), obj.trainable(params))
+    tx = objectives.with_frozen(optim.make_optimizer(sc.optim, params, obj.encoder_depth(sc.model)),
+                                obj.trainable(params))
     abstract, shardings = state.abstract_state(sc.model, tx, mesh, sc.rules, params, axes, model_state)
     return tx, make_train_step(sc, tx, mesh, shardings), abstract, shardings
 
@@ -171,8 +173,8 @@ def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shar
 
             def body(acc, xs):
                 i, mb = xs
-                (l, a), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
-                return jax.tree.map(jnp.add, acc, ((l, a), g)), None
+                (mb_loss, mb_aux), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, acc, ((mb_loss, mb_aux), g)), None
 
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             ((loss, aux), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
@@ -183,9 +185,10 @@ def make_train_step(sc: StepConfig, tx: optax.GradientTransformation, mesh, shar
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = {
-            "step": state["step"] + 1, "params": keep(new_params, params), "opt_state": keep(new_opt, state["opt_state"]),
+            "step": state["step"] + 1, "params": keep(new_params, params),
+            "opt_state": keep(new_opt, state["opt_state"]),
             "rng": state["rng"], "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
             "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
         }

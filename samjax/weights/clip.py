@@ -2,21 +2,26 @@
 
 samjax's names are Hugging Face's (samjax.models.clip), so the HF layout is the generic key rule plus transposes:
 
-    flax path                                             HF key                                          transform
-    text_model/encoder/layers_0/self_attn/q_proj/kernel <- text_model.encoder.layers.0.self_attn.q_proj.weight (out, in) -> (in, out)
-    vision_model/embeddings/patch_embedding/kernel      <- vision_model.embeddings.patch_embedding.weight   (O, I, kh, kw) -> (kh, kw, I, O)
-    vision_model/pre_layernorm/scale                    <- vision_model.pre_layrnorm.weight                 (CLIPModel's spelling)
+    flax path                                           <- HF key, then its transform where there is one
+    text_model/encoder/layers_0/self_attn/q_proj/kernel <- text_model.encoder.layers.0.self_attn.q_proj.weight
+                                                             (out, in) -> (in, out)
+    vision_model/embeddings/patch_embedding/kernel      <- vision_model.embeddings.patch_embedding.weight
+                                                             (O, I, kh, kw) -> (kh, kw, I, O)
+    vision_model/pre_layernorm/scale                    <- vision_model.pre_layrnorm.weight (CLIPModel's spelling)
     */embedding, */scale                                <- *.weight;  class_embedding, logit_scale, biases alike
 
 OpenAI's layout maps onto the same parameters (`visual.` = vision_model, no prefix = text_model):
 
     transformer.resblocks.{i}.attn.in_proj_weight (3D, D)   -> q_proj | k_proj | v_proj kernels (rows split in 3)
     transformer.resblocks.{i}.attn.in_proj_bias (3D,)       -> q_proj | k_proj | v_proj biases
-    ....attn.out_proj, .ln_1, .ln_2, .mlp.c_fc, .mlp.c_proj -> self_attn/out_proj, layer_norm1, layer_norm2, mlp/fc1, mlp/fc2
-    token_embedding.weight, positional_embedding, ln_final   -> text_model/embeddings/{token,position}_embedding, final_layer_norm
+    ....attn.out_proj, .ln_1, .ln_2, .mlp.c_fc, .mlp.c_proj -> self_attn/out_proj, layer_norm1, layer_norm2,
+                                                               mlp/fc1, mlp/fc2
+    token_embedding.weight, positional_embedding, ln_final   -> text_model/embeddings/{token,position}_embedding,
+                                                                final_layer_norm
     text_projection (D, E)                                   -> text_projection/kernel (already (in, out))
     visual.conv1, visual.class_embedding, visual.positional_embedding, visual.ln_pre, visual.ln_post, visual.proj (D, E)
-                                                             -> vision_model/embeddings/..., pre_layernorm, post_layernorm, visual_projection
+                                                             -> vision_model/embeddings/..., pre_layernorm,
+                                                                post_layernorm, visual_projection
 
 HF was chosen as the internal naming because OWL-ViT and OWLv2 (HF-only checkpoints) embed exactly this layout under
 `owlvit.` / `owlv2.`: one module tree and one key rule serve CLIP and both detectors; OpenAI's fused projections
@@ -45,8 +50,15 @@ from samjax.weights.hf import (
     read_hf_config,
     read_state_dict,
 )
-from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
-                                 torch_shape)
+from samjax.weights.keys import (
+    CheckpointMismatchError,
+    as_numpy,
+    check_keys,
+    contiguous,
+    relayout,
+    torch_key,
+    torch_shape,
+)
 
 LAYOUTS = ("hf", "openai")
 HF_RENAMES = {"pre_layernorm": "pre_layrnorm"}  # CLIPModel's spelling of the vision tower's first norm

@@ -68,7 +68,8 @@ def family_of_preset(name: str) -> str:
 
 
 def config_for(family: str, preset: str):
-    """The config of `preset` in `family` (SamConfig, HQSamConfig, MobileSamConfig, EfficientViTSamConfig, Sam2Config)."""
+    """The config of `preset` in `family` (SamConfig, HQSamConfig, MobileSamConfig, EfficientViTSamConfig,
+    Sam2Config)."""
     if family not in CONFIGS:
         raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
     return CONFIGS[family].from_name(preset)

@@ -4,13 +4,16 @@ mobile_sam.py, efficientvit_sam.py, clip.py, owlvit.py).
 Flax module names follow the torch state_dict, so a variable's torch key is its path with `_<n>` suffixes turned
 into `.<n>` segments and the leaf renamed:
 
-    flax collection / path                                torch key                                   layout
-    params/image_encoder/layers_1/blocks_0/attn/qkv/kernel  image_encoder.layers.1.blocks.0.attn.qkv.weight  (out, in) <-> (in, out)
-    params/.../aggreg_0_1/kernel                          ....aggreg.0.1.weight                        Conv2d (O, I/g, kh, kw) <-> (kh, kw, I/g, O)
-    params/mask_decoder/compress_vit_feat_0/kernel        mask_decoder.compress_vit_feat.0.weight      ConvTranspose2d (I, O, kh, kw) <-> (kh, kw, I, O)
-    params/.../bn/scale, .../norm/scale, */embedding      *.weight                                     none
-    batch_stats/.../bn/mean, .../bn/var                   *.running_mean, *.running_var                none
-    (every BatchNorm)                                     *.num_batches_tracked                        int64 scalar, see below
+    flax collection / path                                  torch key, then its layout where it changes
+    params/image_encoder/layers_1/blocks_0/attn/qkv/kernel  image_encoder.layers.1.blocks.0.attn.qkv.weight
+                                                              (out, in) <-> (in, out)
+    params/.../aggreg_0_1/kernel                            ....aggreg.0.1.weight
+                                                              Conv2d (O, I/g, kh, kw) <-> (kh, kw, I/g, O)
+    params/mask_decoder/compress_vit_feat_0/kernel          mask_decoder.compress_vit_feat.0.weight
+                                                              ConvTranspose2d (I, O, kh, kw) <-> (kh, kw, I, O)
+    params/.../bn/scale, .../norm/scale, */embedding        *.weight
+    batch_stats/.../bn/mean, .../bn/var                     *.running_mean, *.running_var
+    (every BatchNorm)                                       *.num_batches_tracked (int64 scalar, see below)
 
 `num_batches_tracked` only matters to torch's BatchNorm with momentum=None (a cumulative average); TinyViT and
 EfficientViT use momentum 0.1, so it has no effect on any output. It is required in (and checked against) a state
@@ -28,7 +31,6 @@ import jax
 import numpy as np
 
 
-
 class CheckpointMismatchError(ValueError):
     """A state dict that does not fit the config: lists missing, unexpected and mis-shaped keys."""
 
@@ -40,8 +42,9 @@ COUNTER = "num_batches_tracked"
 
 
 def torch_key(path: tuple[str, ...], renames: Mapping[str, str] | None = None) -> str:
-    """('image_encoder', 'layers_1', 'blocks_0', 'attn', 'qkv', 'kernel') -> 'image_encoder.layers.1.blocks.0.attn.qkv.weight';
-    `renames` maps whole module names first (e.g. {'pre_layernorm': 'pre_layrnorm'})."""
+    """('image_encoder', 'layers_1', 'blocks_0', 'attn', 'qkv', 'kernel')
+    -> 'image_encoder.layers.1.blocks.0.attn.qkv.weight'; `renames` maps whole module names first
+    (e.g. {'pre_layernorm': 'pre_layrnorm'})."""
     *modules, leaf = path
     modules = [_INDEX.sub(r".\1", (renames or {}).get(m, m)) for m in modules]
     return ".".join([*modules, _LEAVES.get(leaf, leaf)])

@@ -3,7 +3,8 @@
 samjax's module tree is the HF one (samjax.models.owlvit), so the mapping is the generic key rule plus transposes:
 
     flax path                                                  HF key
-    owlvit/text_model/encoder/layers_0/self_attn/q_proj/kernel <- owlvit.text_model.encoder.layers.0.self_attn.q_proj.weight (transposed)
+    owlvit/text_model/encoder/layers_0/self_attn/q_proj/kernel
+        <- owlvit.text_model.encoder.layers.0.self_attn.q_proj.weight (transposed)
     owlv2/vision_model/pre_layernorm/scale                     <- owlv2.vision_model.pre_layernorm.weight
     class_head/dense0|logit_shift|logit_scale/kernel           <- class_head.*.weight (transposed)
     box_head/dense{0,1,2}, objectness_head/dense{0,1,2} (v2)   <- box_head.*, objectness_head.*
@@ -32,8 +33,15 @@ from samjax.weights.hf import (
     read_hf_config,
     read_state_dict,
 )
-from samjax.weights.keys import (CheckpointMismatchError, as_numpy, check_keys, contiguous, relayout, torch_key,
-                                 torch_shape)
+from samjax.weights.keys import (
+    CheckpointMismatchError,
+    as_numpy,
+    check_keys,
+    contiguous,
+    relayout,
+    torch_key,
+    torch_shape,
+)
 
 OWL_CHECKPOINTS = "a Hugging Face OWL-ViT or OWLv2 checkpoint (google/owlvit-* or google/owlv2-*)"
 

@@ -25,8 +25,8 @@ _STORAGE_DTYPES = {
 }
 
 
-OFFICIAL_CHECKPOINTS = ("an official SAM checkpoint (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth "
-                        "from github.com/facebookresearch/segment-anything#model-checkpoints)")
+OFFICIAL_CHECKPOINTS = ("an official SAM checkpoint (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
+                        "sam_vit_b_01ec64.pth from github.com/facebookresearch/segment-anything#model-checkpoints)")
 
 
 class UnsupportedCheckpoint(ValueError):
@@ -92,7 +92,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         if len(pickles) != 1:
             raise UnsupportedCheckpoint(f"{path} holds {len(pickles)} data.pkl files; expected one")
         prefix = pickles[0][: -len("/data.pkl")]
-        order = archive.read(f"{prefix}/byteorder").decode() if f"{prefix}/byteorder" in archive.namelist() else "little"
+        has_order = f"{prefix}/byteorder" in archive.namelist()
+        order = archive.read(f"{prefix}/byteorder").decode() if has_order else "little"
         if order != "little":
             raise UnsupportedCheckpoint(f"{path} was saved big-endian")
         with archive.open(pickles[0]) as f:

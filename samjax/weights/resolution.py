@@ -23,8 +23,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from samjax.weights.mae import resize_pos_embed
 from samjax.models import SamConfig
+from samjax.weights.mae import resize_pos_embed
 
 # SamConfig fields free to differ: the one that is resampled, then those that shape no parameter.
 _FREE = ("image_size", "dtype", "decoder_matmul_dtype", "attention", "encoder_drop_path_rate", "encoder_remat",

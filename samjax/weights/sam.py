@@ -1,9 +1,9 @@
 """Official SAM checkpoints (segment_anything `Sam.state_dict()`) <-> samjax parameters.
 
 The key table is the generic one of `samjax.weights.keys` (names follow the official state_dict; the output
-upscaling's ConvTranspose2d kernels are the only transposed convolutions); the variables are parameters only. `pixel_mean` / `pixel_std` are
-non-persistent buffers officially; if a checkpoint carries them anyway they are checked against the config, not
-stored as parameters.
+upscaling's ConvTranspose2d kernels are the only transposed convolutions); the variables are parameters only.
+`pixel_mean` / `pixel_std` are non-persistent buffers officially; if a checkpoint carries them anyway they are checked
+against the config, not stored as parameters.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def check_state_dict(state_dict: Mapping[str, Any], config: SamConfig) -> None:
     if not any(str(k).startswith(PREFIXES) for k in state_dict):
         some = ", ".join(repr(k) for k in list(state_dict)[:3])
         raise CheckpointMismatchError(f"not a SAM checkpoint: none of its {len(state_dict)} keys ({some}, ...) "
-                                      f"belongs to image_encoder / prompt_encoder / mask_decoder; use {OFFICIAL_CHECKPOINTS}")
+                                      f"belongs to image_encoder / prompt_encoder / mask_decoder; "
+                                      f"use {OFFICIAL_CHECKPOINTS}")
     problems = keys.mismatch(state_dict, torch_shapes(config), (config.pixel_mean, config.pixel_std))
     if not problems:
         return

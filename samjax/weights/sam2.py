@@ -123,7 +123,8 @@ def from_torch(state_dict: Mapping[str, Any], config: Sam2Config) -> dict:
     state_dict = unwrap(state_dict)
     check_state_dict(state_dict, config)
     flat = flax.traverse_util.flatten_dict(abstract_params(config))
-    params = {path: _relayout(path, keys.as_numpy(state_dict[torch_key(path)], np.float32), to_flax=True) for path in flat}
+    params = {path: _relayout(path, keys.as_numpy(state_dict[torch_key(path)], np.float32), to_flax=True)
+              for path in flat}
     return jax.tree.map(np.ascontiguousarray, flax.traverse_util.unflatten_dict(params))
 
 

@@ -94,7 +94,8 @@ def save_model(directory: str | Path, params: dict, config) -> Path:
     collections = _collections(config, params)
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown or "params" not in collections:
-        raise ValueError(f"expected variables with collections {COLLECTIONS} (params required), got {sorted(collections)}")
+        raise ValueError(f"expected variables with collections {COLLECTIONS} (params required), "
+                         f"got {sorted(collections)}")
     ckptr = ocp.StandardCheckpointer()
     for name, tree in collections.items():
         ckptr.save(directory / name, tree, force=True)
@@ -115,7 +116,8 @@ def load_config(directory: str | Path):
                          "(for an official .pth, run python -m samjax.convert first, or pass it to samjax.infer.load)")
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file() or not (directory / PARAMS_DIR).is_dir():
-        raise ValueError(f"{str(directory)!r} is not a samjax checkpoint: expected {CONFIG_FILE} and {PARAMS_DIR}/ in it")
+        raise ValueError(f"{str(directory)!r} is not a samjax checkpoint: "
+                         f"expected {CONFIG_FILE} and {PARAMS_DIR}/ in it")
     try:
         return config_from_dict(json.loads(cfg_path.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as e:

@@ -84,8 +84,10 @@ def test_area_filter_and_deterministic_sampling(tfrecord_dir):
     rec = {**rec, "rle_counts": rec["rle_counts"] + [full], "ann_id": np.append(rec["ann_id"], 7),
            "area": np.append(rec["area"], 72 * 96), "bbox": np.concatenate([rec["bbox"], [[0, 0, 96, 72]]]),
            "crop_box": np.concatenate([rec["crop_box"], [[0, 0, 96, 72]]]),
-           "num_points": np.append(rec["num_points"], 1), "point_coords": np.concatenate([rec["point_coords"], [[1, 1]]]),
-           "predicted_iou": np.append(rec["predicted_iou"], 0.9), "stability_score": np.append(rec["stability_score"], 0.9)}
+           "num_points": np.append(rec["num_points"], 1),
+           "point_coords": np.concatenate([rec["point_coords"], [[1, 1]]]),
+           "predicted_iou": np.append(rec["predicted_iou"], 0.9),
+           "stability_score": np.append(rec["stability_score"], 0.9)}
     n = len(rec["rle_counts"])
     out = process_record(rec, image_size=96, mask_size=96, max_masks=64)
     assert out["mask_valid"].sum() == n - 1 and not out["masks"].all(axis=(1, 2)).any()

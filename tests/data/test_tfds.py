@@ -39,7 +39,8 @@ def test_tfds_records_read_like_ours(tmp_path):
         for image_id in (1, 2, 3):
             jpeg, doc = make_sample(seed=2, image_id=image_id, height=60, width=84)
             (tmp_path / f"sa_{image_id}.jpg").write_bytes(jpeg)
-            ex = features.serialize_example(features.encode_example(_tfds_example(tmp_path / f"sa_{image_id}.jpg", doc)))
+            ex = features.serialize_example(
+                features.encode_example(_tfds_example(tmp_path / f"sa_{image_id}.jpg", doc)))
             w.write(ex)
             ours[image_id] = parse_sample(jpeg, __import__("json").dumps(doc).encode(), f"sa_{image_id}")
             rec = decode_record(ex)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from samjax.weights import store
 from samjax.evaluate import main
+from samjax.weights import store
 from tests.conftest import TINY_CONFIGS, stand_in_params
 from tests.evaluate.synth import (
     bbox,

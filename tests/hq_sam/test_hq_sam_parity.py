@@ -62,7 +62,8 @@ def build_reference(cfg: HQSamConfig, seed: int = 0):
             encoder = ImageEncoderViT(
                 img_size=s.image_size, patch_size=s.patch_size, in_chans=s.in_chans, embed_dim=s.encoder_embed_dim,
                 depth=s.encoder_depth, num_heads=s.encoder_num_heads, mlp_ratio=s.encoder_mlp_ratio,
-                out_chans=s.prompt_embed_dim, qkv_bias=s.encoder_qkv_bias, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                out_chans=s.prompt_embed_dim, qkv_bias=s.encoder_qkv_bias,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                 use_abs_pos=s.encoder_use_abs_pos, use_rel_pos=s.encoder_use_rel_pos, window_size=s.window_size,
                 global_attn_indexes=s.encoder_global_attn_indexes)
         else:
@@ -118,7 +119,8 @@ def run_parity(cfg: HQSamConfig, photo, modes=((True, False), (False, True)), ca
                                     hq_token_only=hq_only, interm_embeddings=ref_interm)
 
         check_cases(torch, ref_decode,
-                    lambda c, lab, m, ok, mm=multimask, hq=hq_only: decode(variables, emb, interm, c, lab, m, ok, mm, hq),
+                    lambda c, lab, m, ok, mm=multimask, hq=hq_only: decode(variables, emb, interm, c, lab, m, ok,
+                                                                           mm, hq),
                     post, photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size, cases)
 
 
@@ -161,7 +163,8 @@ def test_all_outputs_and_precomputed_hq_features(photo):
     with torch.no_grad():
         t_emb = torch.as_tensor(np.array(emb).transpose(0, 3, 1, 2))
         t_interm = torch.as_tensor(np.array(interm))
-        hq = ref.mask_decoder.embedding_encoder(t_emb) + ref.mask_decoder.compress_vit_feat(t_interm.permute(0, 3, 1, 2))
+        hq = (ref.mask_decoder.embedding_encoder(t_emb)
+              + ref.mask_decoder.compress_vit_feat(t_interm.permute(0, 3, 1, 2)))
         # the official prompt encoder appends the not-a-point token itself (no box)
         sparse, dense = ref.prompt_encoder(points=(torch.as_tensor(coords[:, :1]), torch.as_tensor(labels[:, :1])),
                                            boxes=None, masks=None)

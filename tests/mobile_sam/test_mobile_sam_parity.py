@@ -98,8 +98,8 @@ def run_parity(cfg: MobileSamConfig, photo, multimasks=(True, False)):
             return ref.mask_decoder(image_embeddings=ref_emb, image_pe=pe, sparse_prompt_embeddings=sparse,
                                     dense_prompt_embeddings=dense, multimask_output=multimask)
 
-        check_cases(torch, ref_decode, lambda c, lab, m, ok, mm=multimask: decode(variables, emb, c, lab, m, ok, mm), post,
-                    photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size)
+        check_cases(torch, ref_decode, lambda c, lab, m, ok, mm=multimask: decode(variables, emb, c, lab, m, ok, mm),
+                    post, photo.shape[:2], cfg.sam.image_size, input_size, cfg.sam.mask_input_size)
 
 
 def test_mobile_sam_parity(photo):

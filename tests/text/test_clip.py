@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights.keys import CheckpointMismatchError
 from samjax.models.clip import Clip, ClipConfig, abstract_params, param_logical_axes
 from samjax.weights import clip as wclip
 from samjax.weights.hf import read_state_dict
+from samjax.weights.keys import CheckpointMismatchError
 from tests.text.reference import openai_clip_model, random_ids, randomize_, state_dict_numpy
 
 torch = pytest.importorskip("torch")

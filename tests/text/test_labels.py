@@ -143,7 +143,8 @@ def test_cli_writes_labels_to_json_and_csv(amg_setup, tmp_path, capsys):
                                                                                                          "sofa"}
     np.testing.assert_allclose([float(r["label_score"]) for r in rows], [r["label_score"] for r in records])
     capsys.readouterr()
-    for change, message in ((["--clip", str(sam)], "config.json is not a CLIP config"), (["--labels", "cat"], "at least two labels")):
+    for change, message in ((["--clip", str(sam)], "config.json is not a CLIP config"),
+                            (["--labels", "cat"], "at least two labels")):
         argv = list(common)
         argv[argv.index(change[0]) + 1] = change[1]
         with pytest.raises(SystemExit) as e:

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.weights.keys import CheckpointMismatchError
 from samjax.models.owlvit import (
     OwlViT,
     OwlViTConfig,
@@ -20,6 +19,7 @@ from samjax.models.owlvit import (
     param_logical_axes,
 )
 from samjax.weights import owlvit as wowl
+from samjax.weights.keys import CheckpointMismatchError
 from tests.text.reference import random_ids, randomize_, state_dict_numpy
 
 torch = pytest.importorskip("torch")

@@ -13,13 +13,13 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-from samjax.models.sam.config import SamConfig
 from samjax.models.family_config import (
     check_encoder_fits,
     check_family,
     check_fields,
     sam_config_for,
 )
+from samjax.models.sam.config import SamConfig
 
 PRESETS = ("efficientvit_sam_l0", "efficientvit_sam_l1", "efficientvit_sam_l2", "efficientvit_sam_xl0",
            "efficientvit_sam_xl1")
@@ -62,7 +62,8 @@ class EfficientViTConfig:
                             f"({n}), got {lengths}")
         bad = [b for b in self.block_list if b not in BLOCKS]
         if bad or (self.block_list and self.block_list[0] not in ("res", "fmb", "mb")):
-            problems.append(f"block_list entries must be in {BLOCKS} (stage 0 a convolution block), got {self.block_list}")
+            problems.append(f"block_list entries must be in {BLOCKS} (stage 0 a convolution block), "
+                            f"got {self.block_list}")
         att = [w for w, b in zip(self.width_list, self.block_list) if b.startswith("att")]
         if any(w % self.qkv_dim for w in att):
             problems.append(f"attention stages' widths {att} must divide by qkv_dim ({self.qkv_dim})")

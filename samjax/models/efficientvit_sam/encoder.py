@@ -225,7 +225,8 @@ class Stage(nn.Module):
         w, block, expand = cfg.width_list[i], cfg.block_list[i], cfg.expand_list[i]
         fewer, eps, act = cfg.fewer_norm_list[i], cfg.norm_eps, cfg.act
         if i == 0:
-            x = ConvLayer(w, 3, 2, act=act, axes=("in_channels", "embed"), eps=eps, dtype=dt, name="op_list_0")(x, train)
+            x = ConvLayer(w, 3, 2, act=act, axes=("in_channels", "embed"), eps=eps, dtype=dt,
+                          name="op_list_0")(x, train)
         else:
             down = block if block in ("mb", "fmb") else "mb"
             block0 = functools.partial(LocalBlock, down, w, 2, expand * 4, fewer, act, eps, dt)

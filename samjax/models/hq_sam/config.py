@@ -10,9 +10,9 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-from samjax.models.sam.config import SamConfig
 from samjax.models.family_config import check_encoder_fits, check_family, sam_config_for
 from samjax.models.mobile_sam.config import TinyViTConfig
+from samjax.models.sam.config import SamConfig
 
 PRESETS = ("sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq_vit_tiny")
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from samjax.models.common import MLP, ConvTranspose2x2, Embedding, gelu, layer_norm
-from samjax.models.sam.config import SamConfig
 from samjax.models.conv_layers import conv2d
+from samjax.models.sam.config import SamConfig
 from samjax.models.sam.transformer import TwoWayTransformer
 
 

@@ -11,13 +11,13 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-from samjax.models.sam.config import SamConfig
 from samjax.models.family_config import (
     check_encoder_fits,
     check_family,
     check_fields,
     sam_config_for,
 )
+from samjax.models.sam.config import SamConfig
 
 # PatchMerging keeps the resolution (stride 1) when it widens to one of these: the official rule that leaves the last
 # stage of TinyViT-5M / 11M / 21M at 1/16 of the input, SAM's 64 x 64 grid at 1024 px.

@@ -7,8 +7,16 @@ from samjax.models.sam.config import SamConfig
 from samjax.models.sam.image_encoder import ImageEncoderViT
 from samjax.models.sam.mask_decoder import MaskDecoder, upscale_masks
 from samjax.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, IGNORE, NOT_A_POINT, PromptEncoder
-from samjax.models.sam.sam import (Sam, abstract_params, decode_group_size, decode_prompts, image_cache, init_params,
-                                   init_text_params, param_logical_axes)
+from samjax.models.sam.sam import (
+    Sam,
+    abstract_params,
+    decode_group_size,
+    decode_prompts,
+    image_cache,
+    init_params,
+    init_text_params,
+    param_logical_axes,
+)
 from samjax.models.sam.transformer import TwoWayTransformer
 
 __all__ = [

@@ -92,10 +92,12 @@ class SamConfig:
         if self.image_size % self.patch_size:
             problems.append(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if self.encoder_embed_dim % self.encoder_num_heads:
-            problems.append(f"encoder_embed_dim ({self.encoder_embed_dim}) must divide by encoder_num_heads ({self.encoder_num_heads})")
+            problems.append(f"encoder_embed_dim ({self.encoder_embed_dim}) must divide by "
+                            f"encoder_num_heads ({self.encoder_num_heads})")
         internal = self.prompt_embed_dim // self.attention_downsample_rate
         if internal % self.decoder_num_heads:
-            problems.append(f"prompt_embed_dim / attention_downsample_rate ({internal}) must divide by decoder_num_heads ({self.decoder_num_heads})")
+            problems.append(f"prompt_embed_dim / attention_downsample_rate ({internal}) must divide by "
+                            f"decoder_num_heads ({self.decoder_num_heads})")
         if self.prompt_embed_dim % 8 or self.mask_in_chans % 4:
             problems.append("prompt_embed_dim must divide by 8 and mask_in_chans by 4 (the official layers require it)")
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]

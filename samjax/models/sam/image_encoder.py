@@ -227,7 +227,8 @@ class ImageEncoderViT(nn.Module):
         starts = [sum(n for _, n in runs[:k]) for k in range(len(runs))]
         params = self.variables["params"]
         stacked = [jax.tree.map(lambda *a, n=n: jnp.stack(a).reshape(n_groups, n, *a[0].shape),
-                                *[params[f"blocks_{g * period + start + j}"] for g in range(n_groups) for j in range(n)])
+                                *[params[f"blocks_{g * period + start + j}"]
+                                  for g in range(n_groups) for j in range(n)])
                    for (_, n), start in zip(runs, starts)]  # per run: (G, n, ...) leaves
         index = np.arange(cfg.encoder_depth, dtype=np.int32).reshape(n_groups, period)
 
