@@ -221,6 +221,9 @@ REGISTRY: dict[str, tuple[tuple[str, ...], str]] = {
     "python -m samjax.annotate.screenshots --checkpoint workdir/tiny_synthetic/model --out docs/": (
         (BROWSER + "test_screenshots_command", D + "test_module_commands"),
         "on a tiny random checkpoint into a tmp folder"),
+    "python -m samjax.amg --checkpoint sam2.1_hiera_tiny.pt --input photos/ --output out/masks": (
+        ("tests/sam2/test_sam2_amg.py::test_cli_on_sam2_directory", D + "test_module_commands"),
+        "the CLI on a converted random-weight sam2.1_hiera_t directory at 128 px (no official SAM 2 weights here)"),
     'python -m samjax.video --checkpoint sam2.1_hiera_tiny.pt --frames frames/ --points "210,350;250,220,0" '
     "--out out/video": (
         ("tests/sam2/test_sam2_video.py::test_command_line_writes_masks_and_gif", D + "test_module_commands"),

@@ -7,8 +7,10 @@ official columns, or with --convert-to-rle one OUT/NAME.json (a list of records 
 Outputs are written to a temporary name and renamed when complete, so an interrupted run never leaves an image
 looking done; a re-run skips images whose output exists. Unreadable or unsupported files are reported and
 skipped. A summary line counts done / skipped / failed. `--checkpoint` is a samjax checkpoint directory or an
-official .pth (converted on the fly). With several local devices, `--batch-size` images are processed together,
-their crops embedded data-parallel over all devices. `--labels "cat,sofa" --clip DIR` names every mask with CLIP
+official .pth / .pt (converted on the fly) of any family, SAM 2 / 2.1 included (then with
+SAM2AutomaticMaskGenerator's defaults: --pred-iou-thresh 0.8, and its --mask-threshold and --use-m2m options). With
+several local devices, `--batch-size` images are processed together, their crops embedded data-parallel over all
+devices. `--labels "cat,sofa" --clip DIR` names every mask with CLIP
 (samjax.amg.labels): a "label" and "label_score" per record in the JSON, two more metadata.csv columns.
 """
 
@@ -37,7 +39,7 @@ CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y
 GENERATOR_OPTIONS = [  # (flag, type, default, help) -> AutomaticMaskGenerator keyword of the same name
     ("points-per-side", int, 32, "points sampled along one side of the image (points_per_side**2 in all)"),
     ("points-per-batch", int, 64, "points decoded together on the device"),
-    ("pred-iou-thresh", float, 0.88, "keep masks whose predicted IoU is above this"),
+    ("pred-iou-thresh", float, None, "keep masks whose predicted IoU is above this (default 0.88; SAM 2: 0.8)"),
     ("stability-score-thresh", float, 0.95, "keep masks whose stability score is at least this"),
     ("stability-score-offset", float, 1.0, "logit offset for the stability score"),
     ("box-nms-thresh", float, 0.7, "box IoU above which duplicate masks are removed"),
@@ -46,13 +48,14 @@ GENERATOR_OPTIONS = [  # (flag, type, default, help) -> AutomaticMaskGenerator k
     ("crop-overlap-ratio", float, 512 / 1500, "overlap of crops in the first layer, as a fraction of the short side"),
     ("crop-n-points-downscale-factor", int, 1, "points per side in layer n are divided by this**n"),
     ("min-mask-region-area", int, 0, "fill holes / remove islands smaller than this many pixels"),
+    ("mask-threshold", float, None, "logit threshold of the masks (default: the model's, 0.0)"),
 ]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m samjax.amg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="samjax checkpoint directory, or an official .pth")
+    p.add_argument("--checkpoint", help="samjax checkpoint directory, or an official .pth / .pt (SAM 2 included)")
     p.add_argument("--model-type", default="auto",
                    help="for an official checkpoint file: auto (family and preset detected) or a preset "
                         "(vit_b, sam_hq_vit_l, mobile_sam, efficientvit_sam_l0, ...)")
@@ -74,7 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-template", default=None, help="text prompt of a label (default 'a photo of a {}.')")
     g = p.add_argument_group("generator options (as segment_anything.SamAutomaticMaskGenerator)")
     for flag, typ, default, help_ in GENERATOR_OPTIONS:
-        g.add_argument(f"--{flag}", type=typ, default=default, help=f"{help_} (default {default:g})")
+        g.add_argument(f"--{flag}", type=typ, default=default,
+                       help=help_ if default is None else f"{help_} (default {default:g})")
+    g.add_argument("--use-m2m", action="store_true",
+                   help="SAM 2: refine every candidate once with its own low-res mask as a mask prompt")
     a = p.parse_args(argv)
     if not a.aot and not (a.checkpoint and a.input and a.output):
         p.error("--checkpoint, --input and --output are required (or --aot TOPOLOGY for a dry run)")
@@ -157,6 +163,7 @@ def main(argv=None) -> dict:
     out_dir = Path(a.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {flag.replace("-", "_"): getattr(a, flag.replace("-", "_")) for flag, *_ in GENERATOR_OPTIONS}
+    options["use_m2m"] = a.use_m2m
     try:  # a CLIP checkpoint that is missing or is not CLIP: one line, exit 2
         gen = AutomaticMaskGenerator(predictor, output_mode="coco_rle" if a.convert_to_rle else "binary_mask",
                                      labels=a.labels, clip=a.clip, label_template=a.label_template, **options)

@@ -26,6 +26,9 @@ NMS ties keep the lower index first, as torchvision's stable sort.
 Names: with `labels=[...]` and `clip=...` every record also gets "label" and "label_score", CLIP's zero-shot
 choice among the labels for the mask's masked crop (samjax.amg.labels). Without labels nothing changes.
 
+SAM 2: pass a `Sam2Predictor` (samjax.infer.load of a SAM 2 checkpoint); SAM2AutomaticMaskGenerator's defaults and
+options apply (see AutomaticMaskGenerator).
+
 Command line: python -m samjax.amg --checkpoint DIR --input IMAGE_OR_FOLDER --output DIR (see samjax.amg.cli).
 """
 
@@ -43,6 +46,8 @@ from samjax.amg import geometry as U
 from samjax.amg import mask_io
 from samjax.infer.families import SamFamily
 from samjax.infer.predictor import Predictor, bucket
+from samjax.infer.sam2 import Sam2Predictor
+from samjax.infer.sam2_family import Sam2Family
 from samjax.infer.validate import check_image
 from samjax.models import NOT_A_POINT, decode_group_size
 
@@ -55,6 +60,8 @@ SIZE_STEP = 64  # crop sizes are padded up to a multiple of this: one compile se
 # Decoder groups per chunk of `_crop_candidates`: the chunk's prompt-specific image sides (P x 4096 x 256 float32 for
 # ViT sizes: 64 MB at 16 prompts) wait in memory while the predicted-IoU filter decides which need masks.
 CHUNK_GROUPS = 4
+
+M2M_CLAMP = 32.0  # the official predictors clamp the low-res logits they return (and m2m re-feeds) to [-32, 32]
 
 
 def _chunk_size(points_per_batch: int) -> int:
@@ -91,10 +98,10 @@ def _logits(low_res, tiles_h, tiles_w, crop_hw):
     return jnp.where(rows[:, None] & cols[None, :], x, -jnp.inf)
 
 
-@functools.partial(jax.jit, static_argnames=("family", "multimask_output", "options"))
+@functools.partial(jax.jit, static_argnames=("family", "multimask_output", "options", "use_m2m"))
 def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tiles_w, crop_hw, crop_box, orig_box,
                      iou_thresh, stab_thresh, stab_offset, nms_thresh, *, family: SamFamily, multimask_output: bool,
-                     options: tuple):
+                     options: tuple, use_m2m: bool = False):
     """Every candidate mask of one crop, filtered and de-duplicated on device.
 
     dvars: the family's decoder variables; features: its features pytree of the crop (batch 1); coords (nc, P, 2, 2)
@@ -110,6 +117,11 @@ def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tile
     (about half of a prompt's work) only for the prompts with at least one mask through the predicted-IoU filter,
     gathered to the front in groups of the decoder's size. The official generator makes every mask first and
     filters after; the kept masks are the same.
+
+    use_m2m (SAM2AutomaticMaskGenerator's mask-to-mask refinement): every candidate is decoded again, its point with
+    its own low-res logits (clamped to [-32, 32]) as the mask prompt, one mask out (multimask off: with the config's
+    dynamic multimask, as officially); the refined masks and IoUs replace the candidates' before every filter, so
+    nothing is skipped early on this path.
     """
     image_pe = family.dense_pe(dvars)  # once per crop, not in every point batch
     cache = family.image_cache(dvars, features, image_pe)  # the decoder's image-only work, also once per crop
@@ -117,8 +129,26 @@ def _crop_candidates(dvars, features, coords, labels, point_valid, tiles_h, tile
     p = coords.shape[1]
     step = decode_group_size(p)
 
+    def refined_chunk(chunk_coords, chunk_labels, chunk_valid):
+        low_res, _ = family.decode(dvars, features, chunk_coords, chunk_labels, None, multimask_output, image_pe,
+                                   cache, options)  # (P, M, L, L)
+        m, side = low_res.shape[1], low_res.shape[-1]
+        low_res, iou = family.decode(dvars, features, jnp.repeat(chunk_coords, m, axis=0),
+                                     jnp.repeat(chunk_labels, m, axis=0),
+                                     jnp.clip(low_res, -M2M_CLAMP, M2M_CLAMP).reshape(p * m, side, side), False,
+                                     image_pe, cache, options)  # (P * M, 1, L, L)
+        low_res, iou = low_res.reshape(p, m, side, side), iou.reshape(p, m)
+        logits = _logits(low_res, tiles_h, tiles_w, crop_hw)
+        stab, boxes = U.stability_score(logits, threshold, stab_offset), U.masks_to_boxes(logits > threshold)
+        keep = chunk_valid[:, None] & ((iou > iou_thresh) | (iou_thresh <= 0))
+        keep &= (stab >= stab_thresh) | (stab_thresh <= 0)
+        keep &= ~U.box_near_crop_edge(boxes, crop_box, orig_box)
+        return low_res, iou, stab, boxes, keep
+
     def one_chunk(args):
         chunk_coords, chunk_labels, chunk_valid = args
+        if use_m2m:
+            return refined_chunk(chunk_coords, chunk_labels, chunk_valid)
         state, iou = family.decode_lazy(dvars, features, chunk_coords, chunk_labels, multimask_output, image_pe,
                                         cache, options)
         iou_ok = (iou > iou_thresh) | (iou_thresh <= 0)
@@ -194,15 +224,22 @@ class AutomaticMaskGenerator:
 
     multimask_output and `decode_options` are HQ-SAM's generator's (segment_anything_hq `generate(image,
     multimask_output=True)`; decode_options e.g. {"hq_token_only": True}): SAM's generator always asks for the
-    multimask outputs. HQ-SAM gives one mask per point either way (its decoder's selection)."""
+    multimask outputs. HQ-SAM gives one mask per point either way (its decoder's selection).
 
-    def __init__(self, predictor: Predictor, points_per_side: int | None = 32, points_per_batch: int = 64,
-                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+    SAM 2 (a `Sam2Predictor`, from `samjax.infer.load` of a SAM 2 checkpoint): sam2's SAM2AutomaticMaskGenerator,
+    with its defaults where they differ (pred_iou_thresh None means 0.8 for SAM 2, 0.88 otherwise: the family's
+    `AMG_DEFAULTS`), and its options `mask_threshold` (None: the model's, 0.0), `multimask_output` and `use_m2m` (a
+    second decoder pass per candidate with its own low-res mask as the prompt). Its `min_mask_region_area` (hole and
+    sprinkle filling of every candidate's low-res mask, a CUDA kernel officially) is not supported: it raises."""
+
+    def __init__(self, predictor: Predictor | Sam2Predictor, points_per_side: int | None = 32,
+                 points_per_batch: int = 64, pred_iou_thresh: float | None = None, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", multimask_output: bool = True,
-                 decode_options: dict | None = None, labels=None, clip=None, label_template: str | None = None):
+                 decode_options: dict | None = None, labels=None, clip=None, label_template: str | None = None,
+                 mask_threshold: float | None = None, use_m2m: bool = False):
         """Options as the official generator's, plus names for the masks: `labels` ("cat, sofa" or a list) and
         `clip` (a CLIP checkpoint path, a loaded (ClipConfig, params) pair, or a samjax.amg.labels.ClipLabeler,
         whose labels are used when `labels` is None) add "label" and "label_score" to every record (CLIP's
@@ -227,13 +264,22 @@ class AutomaticMaskGenerator:
                                  f"needs {crop_n_layers + 1}")
         if any(len(g) == 0 for g in self.point_grids[:crop_n_layers + 1]):
             raise ValueError("a crop layer has no points (points_per_side too small for the downscale factor)")
+        family = predictor.family
+        if min_mask_region_area > 0 and isinstance(family, Sam2Family):
+            raise ValueError("min_mask_region_area is not supported with SAM 2: SAM2AutomaticMaskGenerator fills "
+                             "holes and removes sprinkles in every candidate's low-res mask (with sam2's CUDA "
+                             "extension; skipped without it) and does not clean the final masks; use 0")
         if output_mode == "coco_rle":
             from pycocotools import mask as _  # noqa: F401  (fail early, as the official does)
         self.predictor = predictor
+        # mask_threshold: binarises masks and centres the stability score (SAM2AutomaticMaskGenerator's option;
+        # SAM's generator uses the model's)
+        self.family = family if mask_threshold is None else family.with_sam(mask_threshold=float(mask_threshold))
+        self.use_m2m = bool(use_m2m)
         self.multimask_output = multimask_output
-        self.decode_options = predictor.family.check_options(dict(decode_options or {}))
+        self.decode_options = family.check_options(dict(decode_options or {}))
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
+        self.pred_iou_thresh = family.AMG_DEFAULTS["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_score_offset = stability_score_offset
         self.box_nms_thresh = box_nms_thresh
@@ -301,7 +347,7 @@ class AutomaticMaskGenerator:
         return self._device_params[device]
 
     def _dispatch_crop(self, features, k, input_size, crop_size, orig_size, crop_box, layer):
-        family = self.predictor.family
+        family = self.family
         feats = jax.tree.map(lambda x: x[k:k + 1], features)
         if self.predictor.mesh is not None:
             devices = self.predictor.mesh.devices.reshape(-1)
@@ -314,7 +360,7 @@ class AutomaticMaskGenerator:
                            (self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset,
                             self.box_nms_thresh))
         out = _crop_candidates(dvars, feats, *args, family=family, multimask_output=self.multimask_output,
-                               options=self.decode_options)
+                               options=self.decode_options, use_m2m=self.use_m2m)
         tiles_h, tiles_w, crop_hw = args[3:6]
         return dict(out=out, points=points, crop_box=crop_box, upsample=(tiles_h, tiles_w, crop_hw),
                     crop_size=tuple(crop_size), orig_size=tuple(orig_size))
@@ -329,7 +375,7 @@ class AutomaticMaskGenerator:
             padded = np.zeros((bucket(len(part)),), np.int32)
             padded[:len(part)] = part
             chunks.append((len(part), _survivor_masks(low_res, iou, stab, boxes, padded, *p["upsample"],
-                                                      threshold=self.predictor.family.sam.mask_threshold)))
+                                                      threshold=self.family.sam.mask_threshold)))
         del p["out"]
         return dict(p, idx=idx, chunks=chunks)
 
@@ -343,7 +389,7 @@ class AutomaticMaskGenerator:
             stabs.append(np.asarray(stab)[:k])
             boxes.append(np.asarray(box)[:k].astype(np.int64))
         n = len(s["idx"])
-        m = self.predictor.family.num_masks(self.multimask_output, **dict(self.decode_options))
+        m = self.family.num_masks(self.multimask_output, **dict(self.decode_options))
         point_idx = s["idx"] // m
         return dict(
             bits=np.concatenate(bits) if bits else np.zeros((0, 0), np.uint8),

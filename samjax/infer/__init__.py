@@ -63,7 +63,8 @@ def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dt
     dtype / decoder_matmul_dtype: override the compute options of the model's SamConfig (None: the checkpoint's).
     SAM 2 / 2.1 (an official .pt or a converted directory) gives a `Sam2Predictor` with SAM2ImagePredictor's calls
     and build_sam2's default post-processing (its image path resizes in float on device and selects masks by the
-    object score, so it is its own predictor rather than a `families` adapter)."""
+    object score, so it is its own predictor rather than a `families` adapter; its prompt side, `Sam2Family`, serves
+    the automatic mask generator)."""
     if checkpoint is None or str(checkpoint) == default_model.NAME:
         checkpoint = default_model.path()
     path = Path(checkpoint)

@@ -4,8 +4,10 @@ Every SAM-like model answers prompts the same way from the outside (an image is 
 mask prompts become low-res mask logits and predicted IoUs), and differs inside: the encoder and its input size,
 what the decoder needs from the image besides the embedding, the decoder itself, the variables' collections. A
 `Family` adapter holds those differences for one family; `family_for(config)` picks it by the config's class.
-`samjax.infer.Predictor` and `samjax.amg.AutomaticMaskGenerator` call only the methods below, so a new family
-(SAM 2's image path, for instance) is one subclass registered in `FAMILIES`, not a branch in either.
+`samjax.infer.Predictor` and `samjax.amg.AutomaticMaskGenerator` call only the methods below, so a new family is one
+subclass registered in `FAMILIES`, not a branch in either. (SAM 2 resizes its images in float on device, which
+`prepare` cannot express: `Sam2Predictor` encodes them and carries `samjax.infer.sam2_family.Sam2Family`, the prompt
+side of an adapter, not registered here, which is what the generator needs.)
 
 An adapter is a frozen dataclass of its config (hashable): the jitted bodies take it as a static argument, so
 predictors with equal configs share compiled code. Its methods come in three groups:
@@ -74,6 +76,8 @@ class SamFamily:
     NAME: ClassVar[str] = "sam"
     # Decode options a Predictor's predict / the generator accept for this family, with their defaults.
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    # The automatic mask generator's defaults that depend on the family (its reference generator's).
+    AMG_DEFAULTS: ClassVar[dict[str, Any]] = {"pred_iou_thresh": 0.88}
 
     # ------------------------------------------------------------------------------- configs and sizes
     @property
@@ -310,6 +314,9 @@ def family_for(config) -> SamFamily:
             name = store.family_name(config)
         except ValueError:
             name = type(config).__name__
+        if name == "sam2":
+            raise ValueError("SAM 2 models are served by samjax.infer.Sam2Predictor (samjax.infer.load gives one), "
+                             "not Predictor; its prompt-side adapter is samjax.infer.sam2_family.Sam2Family")
         raise ValueError(f"no serving adapter for {name!r} models ({type(config).__name__}) yet: samjax.infer serves "
                          f"{', '.join(c.__name__ for c in FAMILIES)} (adapters: samjax/infer/families.py); "
                          "samjax.weights.store.load_model reads its converted variables")

@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from samjax import transforms as T
 from samjax.infer.predictor import bucket
+from samjax.infer.sam2_family import Sam2Family, to_input_frame
 from samjax.infer.validate import (
     ImageNotSetError,
     check_boxes,
@@ -204,16 +205,6 @@ def prompt_tokens(coords, labels, boxes, batch: int) -> tuple[np.ndarray, np.nda
     return out_c, out_l
 
 
-def to_input_frame(xy: np.ndarray, original_size: tuple[int, int], image_size: int, normalize: bool) -> np.ndarray:
-    """SAM2Transforms.transform_coords in float32: (x / W, y / H) * S (or x * S for coordinates already in [0, 1])."""
-    xy = np.array(xy, np.float32, copy=True)
-    if normalize:
-        h, w = original_size
-        xy[..., 0] = xy[..., 0] / np.float32(w)
-        xy[..., 1] = xy[..., 1] / np.float32(h)
-    return xy * np.float32(image_size)
-
-
 def as_rgb_array(image, image_format: str = "RGB") -> np.ndarray:
     """A numpy (H, W, 3) uint8 RGB image from numpy (RGB or BGR) or a PIL image, checked (samjax.infer.validate)."""
     if isinstance(image, Image.Image):
@@ -239,6 +230,9 @@ class Sam2Predictor:
         where = jax.devices()[0] if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self.params = jax.device_put(params, where)
         self.encoder_params, self.decoder_params = encoder_params(self.params), decoder_params(self.params)
+        # what the automatic mask generator reads (samjax.amg): the prompt-side adapter and its variables
+        self.family = Sam2Family(config)
+        self.decoder_variables = {"params": self.decoder_params}
         self.reset_predictor()
 
     # --- images
@@ -284,6 +278,16 @@ class Sam2Predictor:
         self._features = self._embed(images)
         self._orig_hw = [tuple(im.shape[:2]) for im in images]
         self._is_image_set, self._is_batch = True, True
+
+    def encode_images(self, images, image_format: str = "RGB"):
+        """Embed many images (sizes may differ) in one encoder call, without setting them (the automatic mask
+        generator's call, as `Predictor.encode_images`): -> (features (image_embed (B, g, g, C), high-res levels
+        tuple) on device, input sizes [(S, S)] (every image is squashed to S x S), original sizes [(H, W)])."""
+        if len(images) == 0:
+            raise ValueError("images is empty")
+        images = [as_rgb_array(im, image_format) for im in images]
+        s = self.config.image_size
+        return self._embed(images), [(s, s)] * len(images), [tuple(im.shape[:2]) for im in images]
 
     def get_image_embedding(self) -> np.ndarray:
         """The image embedding (B, g, g, C) float32, channels last (+ no_mem_embed, as the official keeps it; the
