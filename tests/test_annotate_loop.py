@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from samjax.models import SamConfig
+from samjax.weights import store
 from tests.annotate_helpers import CFG, client, object_point, save_checkpoint, write_images
 
 pytest.importorskip("fastapi")
@@ -79,7 +79,7 @@ def test_annotate_convert_finetune_annotate_again(tmp_path):
                        f"--config.data.train_files={tf}/*.tfrecord", "--config.optim.freeze_image_encoder=True",
                        *finetune_overrides()]) == 0
     model = work / "model"
-    assert SamConfig.from_dict(json.loads((model / "config.json").read_text())).grid_size == CFG.grid_size
+    assert store.config_from_dict(json.loads((model / "config.json").read_text())).grid_size == CFG.grid_size
 
     app = build_app(tmp_path / "photos", labels, checkpoint=model)  # round 2 with the fine-tuned model
     c = client(app)
