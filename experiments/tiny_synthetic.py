@@ -20,7 +20,7 @@ tables grown before each larger size (samjax.weights.resolution). The step count
 stage, so the result is the same on any machine.
 
 Expected result (benchmarks/results/tiny_synthetic.json has each run's figures, commit and command): held-out
-single-point mIoU of at least 0.70 on every seed (0.74-0.75 over seeds 0/1/2); about 14 minutes on a quiet
+single-point mIoU of at least 0.70 on every seed (0.725-0.738 over seeds 0/1/2); about 14 minutes on a quiet
 2-core CPU. The deviations from the paper's recipe below are for a from-scratch CPU budget; each comment says why.
 """
 
