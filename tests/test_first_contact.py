@@ -46,6 +46,14 @@ def test_bad_checkpoint_in_python(bad_checkpoints, kind, expect):
     assert expect in msg and OFFICIAL in msg and "\n" not in msg
 
 
+def test_load_still_reads_checkpoints_once_the_text_detector_is_imported(bad_checkpoints):
+    """Importing samjax.infer.detect (the OWL detector) binds that name on the samjax.infer package; load must not
+    have been using the same name for the checkpoint detection it calls."""
+    pytest.importorskip("samjax.infer.detect")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        infer.load(bad_checkpoints["missing"])
+
+
 def test_missing_checkpoint_directory_says_how_to_convert(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m samjax.convert") as e:
         infer.load(tmp_path / "ckpt" / "sam_vit_h")

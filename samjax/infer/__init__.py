@@ -34,7 +34,8 @@ from samjax.infer.validate import ImageNotSetError
 from samjax.models.sam2 import Sam2Config
 from samjax.parallel import data_mesh
 from samjax.weights import default as default_model
-from samjax.weights import detect, store
+from samjax.weights import detect as checkpoints  # not `detect`: samjax.infer.detect (OWL) is a submodule
+from samjax.weights import store
 from samjax.weights.pth import load_torch_checkpoint
 
 __all__ = [
@@ -70,7 +71,7 @@ def load(checkpoint: str | os.PathLike | None = None, *, model: str = "auto", dt
     path = Path(checkpoint)
     overrides = {k: v for k, v in (("dtype", dtype), ("decoder_matmul_dtype", decoder_matmul_dtype)) if v}
     if path.suffix in (".pth", ".pt", ".bin") and not path.is_dir():  # a missing .pth: say so, not "no directory"
-        config, tree = detect.convert(load_torch_checkpoint(path), model)
+        config, tree = checkpoints.convert(load_torch_checkpoint(path), model)
     else:
         config, tree = store.load_model(path)
     if isinstance(config, Sam2Config):
