@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         return 0
 
     sections = args.sections.split(",")
-    if not set(sections) & {"encoder", "prompt", "amg"}:  # OWL-ViT only: no SAM to build or compile
+    if not set(sections) & {"encoder", "prompt", "amg", "families"}:  # OWL-ViT only: no SAM to build or compile
         owlvit_rows(args.repeats)
         print_table()
         write(args, argv)
