@@ -29,14 +29,13 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/python -m samjax.demo --out out/demo
 
-## test: the whole CPU test suite (parity with the official implementation included), in two worker processes
-## (pytest-xdist, one test file per worker at a time: XLA:CPU compiles mostly on one core).
+## test: the whole CPU test suite (parity with the official implementation included).
 test: $(VENV)/.full
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-fast: the suite without the real-size architectures.
 test-fast: $(VENV)/.full
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## lint: ruff with the repo's settings (pyproject.toml [tool.ruff]) on the package, benchmarks, tests, experiments.
 lint: $(VENV)/.full

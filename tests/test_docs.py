@@ -385,8 +385,8 @@ def test_make_targets(capsys):
     assert make_recipe("$(VENV)/.core")[0] == "pip install -q -e ."
     assert make_recipe("$(VENV)/.full")[0] == 'pip install -q -e ".[torch,dev]"'
     assert "SAM2_BUILD_CUDA=0 pip install -q --no-deps --no-build-isolation sam2==1.1.0" in make_recipe("$(VENV)/.full")
-    assert 'python -m pytest -n 2 --dist loadfile -m "not slow"' in make_recipe("test-fast")[0]
-    assert make_recipe("test") == ["python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)"]
+    assert 'python -m pytest -m "not slow"' in make_recipe("test-fast")[0]
+    assert make_recipe("test") == ["python -m pytest $(PYTEST_ARGS)"]
     assert make_recipe("lint") == ["$(BIN)/ruff check samjax benchmarks tests experiments"]
     assert "make lint" in (ROOT / ".ci" / "run").read_text()
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
