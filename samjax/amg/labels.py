@@ -16,9 +16,7 @@ Crops are embedded in chunks of at most CHUNK images, one compile per power-of-t
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -109,13 +107,7 @@ class ClipLabeler:
         """`clip`: a CLIP checkpoint (a Hugging Face directory, a samjax.weights.clip.save_clip directory, or an
         OpenAI .pt / state-dict file: samjax.weights.clip.load_clip) or a loaded (ClipConfig, params) pair. The
         tokenizer comes from the directory's tokenizer files, else from an installed CLIP package's vocabulary."""
-        if isinstance(clip, (str, os.PathLike)):
-            path = Path(clip)
-            config, params = clip_weights.load_clip(path)
-        elif isinstance(clip, tuple) and len(clip) == 2 and isinstance(clip[0], ClipConfig):
-            path, (config, params) = None, clip
-        else:
-            raise TypeError(f"clip must be a checkpoint path or a (ClipConfig, params) pair, got {type(clip).__name__}")
+        path, config, params = clip_weights.checkpoint_or_pair(clip)
         if tokenizer is None:
             tokenizer = ClipTokenizer.for_checkpoint(path, context_length=config.context_length)
         return cls(config, params, tokenizer, labels, template)

@@ -17,9 +17,7 @@ text and image embeddings is what lets a model trained on image embeddings answe
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -72,13 +70,7 @@ class TextPrompter:
         """`clip`: a CLIP checkpoint (a Hugging Face directory, a samjax.weights.clip.save_clip directory, or an
         OpenAI .pt / state-dict file: samjax.weights.clip.load_clip) or a loaded (ClipConfig, params) pair; the
         tokenizer from the directory's files, else from an installed CLIP package (ClipTokenizer.for_checkpoint)."""
-        if isinstance(clip, (str, os.PathLike)):
-            path = Path(clip)
-            config, params = clip_weights.load_clip(path)
-        elif isinstance(clip, tuple) and len(clip) == 2 and isinstance(clip[0], ClipConfig):
-            path, (config, params) = None, clip
-        else:
-            raise TypeError(f"clip must be a checkpoint path or a (ClipConfig, params) pair, got {type(clip).__name__}")
+        path, config, params = clip_weights.checkpoint_or_pair(clip)
         if tokenizer is None:
             tokenizer = ClipTokenizer.for_checkpoint(path, context_length=config.context_length)
         return cls(predictor, config, params, tokenizer, template)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,16 @@ def from_torch(state_dict: Mapping[str, Any], config: ClipConfig, layout: str | 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     return from_hf(state_dict, config) if layout == "hf" else from_openai(state_dict, config)
+
+
+def checkpoint_or_pair(clip) -> tuple[Path | None, ClipConfig, dict]:
+    """A CLIP argument as the text-side APIs take it: a checkpoint path (`load_clip`) or a loaded (ClipConfig,
+    params) pair -> (its path or None, config, params)."""
+    if isinstance(clip, (str, os.PathLike)):
+        return (Path(clip), *load_clip(Path(clip)))
+    if isinstance(clip, tuple) and len(clip) == 2 and isinstance(clip[0], ClipConfig):
+        return (None, *clip)
+    raise TypeError(f"clip must be a checkpoint path or a (ClipConfig, params) pair, got {type(clip).__name__}")
 
 
 def load_clip(path: str | Path, config: ClipConfig | None = None) -> tuple[ClipConfig, dict]:
