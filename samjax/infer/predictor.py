@@ -115,7 +115,7 @@ class Predictor:
 
     def _use_features(self, features) -> None:
         """Make features (the family's pytree, batch 1) the current image's, with the decoder's image-only work done
-        once for all of its prompts (SAM: `models.image_cache`; one prompt's decode on 2 cores 18.8 -> 17.9 ms)."""
+        once for all of its prompts (SAM: `models.image_cache`)."""
         self.features = features
         self.image_cache = self._image_cache(self.decoder_variables, features, self.image_pe)
 

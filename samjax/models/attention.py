@@ -65,8 +65,7 @@ def rel_pos_terms(q: jax.Array, rel_pos_h: jax.Array, rel_pos_w: jax.Array, hw: 
 
     Where the tables have their full 2H-1 / 2W-1 rows (always, in SAM's encoder) q meets every table row in one
     plain product, (B L nh, hd) x (hd, 2H-1 + 2W-1), and each query keeps its H (W) offsets by a gather: no batch
-    dimension over query rows, so no transposed copies of q (on an H200 those took 7 of ViT-H's 126 ms of kernels;
-    the whole encoder measured 2% faster with the gather; on CPU ViT-B's windowed terms 15 -> 6.5 ms)."""
+    dimension over query rows, so no transposed copies of q (benchmarks/README.md has what the gather saves)."""
     h, w = hw
     b, _, nh, hd = q.shape
     q = q.reshape(b, h, w, nh, hd)

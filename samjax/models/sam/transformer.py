@@ -155,9 +155,9 @@ class Attention(nn.Module):
         else:  # q_into_k
             kp = heads(k @ wk + bk)
             # (B, C, heads, Nk): the image side's product with it is a plain (Nq, C) x (C, heads Nk). Made as
-            # (B, Nk, heads, C), XLA:CPU transposed the image side (4096 x 256) instead: one prompt decoded
-            # 18.15 -> 17.42 ms (median of 200 interleaved calls, 2 cores). For the same reason the logits are
-            # made query-major and only then put in `layout` (a transpose of Nq x heads x Nk, not of the image).
+            # (B, Nk, heads, C), XLA:CPU transposed the image side (4096 x 256) instead. For the same reason the
+            # logits are made query-major and only then put in `layout` (a transpose of Nq x heads x Nk, not of the
+            # image).
             k_in_q = jnp.einsum("bknd,cnd->bcnk", kp, heads(wq))
             logits = (_batched_einsum("bqc,bcnk->bqnk", q, k_in_q, od)
                       + jnp.einsum("bknd,nd->bnk", kp, heads(bq))[:, None])

@@ -117,8 +117,8 @@ def _logits(q, k, key_mask):
 
 # Above this many logits per batch row (Lq x Lk x heads: 4096 x 28736 in the cross-attention at 1024 with 7 memories)
 # the queries go in blocks of QUERY_BLOCK: each block's logits stay small enough for the caches instead of a 0.5 GB
-# array written and read back several times (2-core CPU: 2.1-2.5 s instead of 2.8-4.5 s per layer, torch's
-# flash-attention kernel 2.1 s; measured under load, 2026-12-07). Each query's arithmetic is unchanged.
+# array written and read back several times (benchmarks/README.md: the SAM 2 rows). Each query's arithmetic is
+# unchanged.
 BLOCK_ABOVE = 1 << 24
 QUERY_BLOCK = 512
 
