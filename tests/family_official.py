@@ -14,7 +14,7 @@ import numpy as np
 
 from samjax import transforms as T
 from samjax.models import IGNORE, NOT_A_POINT
-from tests.official import STANDINS, import_official
+from tests.official import import_official, put_standins_on_path
 
 ATOL = 1e-4
 PREPROCESSING_BUFFERS = ("pixel_mean", "pixel_std")
@@ -28,8 +28,7 @@ def import_references():
     except Exception:
         for name in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
             del sys.modules[name]
-        if str(STANDINS) not in sys.path:
-            sys.path.insert(0, str(STANDINS))
+        put_standins_on_path()
         import timm
 
         assert getattr(timm, "STANDIN", False)

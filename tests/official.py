@@ -17,6 +17,20 @@ from samjax.models import SamConfig
 STANDINS = Path(__file__).parent / "standins"
 
 
+def put_standins_on_path() -> None:
+    """Puts tests/standins first on sys.path. transformers decides once per process (lru_cache) whether torchvision
+    is installed, by looking for it on sys.path; it must decide before the stand-in is there, or its image
+    utilities import torchvision names that only the real package has."""
+    try:
+        from transformers.utils.import_utils import is_torchvision_available
+    except ImportError:
+        pass
+    else:
+        is_torchvision_available()
+    if str(STANDINS) not in sys.path:
+        sys.path.insert(0, str(STANDINS))
+
+
 def import_official():
     import torch
 
@@ -26,7 +40,7 @@ def import_official():
     except Exception:
         for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[name]
-        sys.path.insert(0, str(STANDINS))
+        put_standins_on_path()
         import torchvision
 
         assert getattr(torchvision, "STANDIN", False)
