@@ -111,7 +111,8 @@ SCRIPT = textwrap.dedent("""
 def test_eight_devices_equal_one(params, images, tmp_path):
     ckpt = store.save_model(tmp_path / "ckpt", jax.device_get(params), AMG_CONFIG)
     np.savez(tmp_path / "images.npz", **{f"im{i}": im for i, im in enumerate(images)})
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(ckpt), str(tmp_path / "images.npz")], env=env,
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)

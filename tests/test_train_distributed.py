@@ -16,11 +16,13 @@ WORKER = os.path.join(os.path.dirname(__file__), "_train_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
+def _env(device_count: int | None = None):
+    """This process's environment for a worker: the repo on the path, XLA's flags kept (the suite's, see conftest)
+    except a host device count, which is the given one or none."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    if device_count:
+        flags.append(f"--xla_force_host_platform_device_count={device_count}")
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS=" ".join(flags))
 
 
 def _result(out: str) -> dict:
@@ -35,7 +37,7 @@ def mesh_run(tfrecords, tmp_path_factory):  # noqa: F811
     global batches. "one" is also the reference of the two-process test (the same computation on one device)."""
     workdir = tmp_path_factory.mktemp("mesh")
     p = subprocess.run([sys.executable, WORKER, "mesh", tfrecords, str(workdir)], capture_output=True, text=True,
-                       env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"), timeout=600)
+                       env=_env(device_count=8), timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return _result(p.stdout)
 
