@@ -61,10 +61,10 @@ class DepthwiseConv2d(nn.Module):
     """A depthwise convolution, one filter per channel: x (B, H, W, C) -> (B, H', W', C), H' = (H + 2 pad - kernel)
     // stride + 1. Parameters as nn.Conv's with feature_group_count=C: kernel (k, k, 1, C), bias (C,).
 
-    Computed as the sum of the k^2 shifted, strided views of the padded input times their per-channel weights, in
-    float32, which XLA fuses into one pass over the activations. It is memory-bound on every backend; XLA:CPU's
-    grouped convolution ran TinyViT's 3x3 depthwise layers at 256x256x256 at well under a GFLOP/s, the bulk of the
-    MobileSAM encoder's time. Input channels other than C fall back to the grouped convolution."""
+    Computed as the sum of the k^2 shifted, strided views of the padded input times their per-channel weights,
+    accumulated in float32, which XLA fuses into one pass over the activations: the layer is memory-bound on every
+    backend, and XLA:CPU's grouped convolution is several times slower than that pass on wide layers (TinyViT's
+    first stage; figures in benchmarks/README.md). An input with other than C channels is an error."""
 
     features: int
     kernel: int
