@@ -18,9 +18,9 @@ if "SAMJAX_COMPILATION_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["SAMJAX_COMPILATION_CACHE"], ignore_errors=True)
 
 # The suite is compile-bound: most of its time is XLA compiling small programs that then run for milliseconds. The
-# CPU backend's LLVM code generation at -O0 compiles them about a quarter faster (the whole suite, in BUILD.md) and
-# computes the same values: optimisation levels change how the code is scheduled, not the arithmetic. Subprocesses
-# started by tests inherit it; a run that sets the flag itself keeps its own.
+# CPU backend's LLVM code generation at -O0 compiles them faster and computes the same values: optimisation levels
+# change how the code is scheduled, not the arithmetic. Subprocesses started by tests inherit it
+# (tests/subprocess_env.py); a run that sets the flag itself keeps its own.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 

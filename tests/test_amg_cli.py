@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,8 +18,8 @@ from samjax.convert import from_torch
 from samjax.infer import Predictor
 from samjax.weights import store
 from tests.amg_model import AMG_CONFIG, synthetic_image, trained_official
+from tests.subprocess_env import repo_env
 
-ROOT = Path(__file__).resolve().parents[1]
 OPTS = ["--points-per-side", "6", "--pred-iou-thresh", "0.1", "--stability-score-thresh", "0.3", "--no-progress"]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
@@ -91,8 +89,7 @@ def test_missing_input_and_module_entry_point(setup, tmp_path):
     with pytest.raises(SystemExit) as e:  # one line on stderr, not a traceback (tests/test_first_contact.py)
         main(["--checkpoint", str(ckpt), "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
     assert e.value.code == 2
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-m", "samjax.amg", "--help"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "samjax.amg", "--help"], env=repo_env(), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0
     for flag in ("--convert-to-rle", "--points-per-side", "--crop-n-layers", "--min-mask-region-area"):

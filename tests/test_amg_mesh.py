@@ -7,11 +7,9 @@ the order of the records are compared exactly."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,8 +20,8 @@ from samjax.convert import from_torch
 from samjax.infer import Predictor
 from samjax.weights import store
 from tests.amg_model import AMG_CONFIG, synthetic_image, trained_official
+from tests.subprocess_env import repo_env
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
 
@@ -111,9 +109,7 @@ SCRIPT = textwrap.dedent("""
 def test_eight_devices_equal_one(params, images, tmp_path):
     ckpt = store.save_model(tmp_path / "ckpt", jax.device_get(params), AMG_CONFIG)
     np.savez(tmp_path / "images.npz", **{f"im{i}": im for i, im in enumerate(images)})
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**repo_env(device_count=8), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(ckpt), str(tmp_path / "images.npz")], env=env,
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -12,7 +12,6 @@ run for real in a tmp dir.
 from __future__ import annotations
 
 import ast
-import os
 import re
 import runpy
 import shlex
@@ -23,6 +22,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+from tests.subprocess_env import repo_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "BUILD.md", "docs/evaluation.md")
@@ -417,7 +418,7 @@ def test_data_commands_run(tmp_path):
     shown = [args for c in doc_commands() if D + "test_data_commands_run" in REGISTRY[c][0]
              for args in python_commands(c)]  # the commands registered to this test
     assert [a[0] for a in shown] == ["samjax.data.synthetic", "samjax.data.sa1b"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = repo_env()
     outs = []
     for args in shown:
         r = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -10,19 +10,10 @@ import sys
 
 import pytest
 
+from tests.subprocess_env import repo_env
 from tests.test_train import tfrecords  # noqa: F401  (module fixture)
 
 WORKER = os.path.join(os.path.dirname(__file__), "_train_worker.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env(device_count: int | None = None):
-    """This process's environment for a worker: the repo on the path, XLA's flags kept (the suite's, see conftest)
-    except a host device count, which is the given one or none."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
-    if device_count:
-        flags.append(f"--xla_force_host_platform_device_count={device_count}")
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS=" ".join(flags))
 
 
 def _result(out: str) -> dict:
@@ -37,7 +28,7 @@ def mesh_run(tfrecords, tmp_path_factory):  # noqa: F811
     global batches. "one" is also the reference of the two-process test (the same computation on one device)."""
     workdir = tmp_path_factory.mktemp("mesh")
     p = subprocess.run([sys.executable, WORKER, "mesh", tfrecords, str(workdir)], capture_output=True, text=True,
-                       env=_env(device_count=8), timeout=600)
+                       env=repo_env(device_count=8), timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return _result(p.stdout)
 
@@ -62,7 +53,7 @@ def test_two_processes_equal_one(tfrecords, mesh_run, tmp_path):  # noqa: F811
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, WORKER, "proc", tfrecords, str(tmp_path / "two"), str(i), "2",
                                str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo_env())
              for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):

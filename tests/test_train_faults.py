@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from tests.subprocess_env import repo_env
 from tests.test_train import tfrecords  # noqa: F401  (module fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def test_sigterm_saves_and_exits_cleanly(tfrecords, tmp_path):  # noqa: F811
     exp = tmp_path / "exp.py"
     exp.write_text(EXPERIMENT.format(root=ROOT, files=tfrecords))
     workdir = tmp_path / "work"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = repo_env()
     cmd = [sys.executable, "-m", "samjax.train", f"--experiment={exp}", f"--workdir={workdir}"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, deadline = [], time.time() + 400
